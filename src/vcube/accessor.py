@@ -1,0 +1,51 @@
+"""The `ds.vcube` accessor on virtual datasets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import xarray as xr
+
+from vcube.manifests import ManifestArray
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["VcubeDatasetAccessor"]
+
+
+@xr.register_dataset_accessor("vcube")
+class VcubeDatasetAccessor:
+    """Methods on a virtual dataset, available as `ds.vcube`."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the dataset: the chunk references of virtual variables (not the data
+        they point to) plus the values of loaded variables."""
+        total = 0
+        for var in self._ds.variables.values():
+            data = var.data
+            total += data.manifest.nbytes if isinstance(data, ManifestArray) else var.nbytes
+        return total
+
+    @property
+    def nrefs(self) -> int:
+        """Number of chunk references (missing chunks not counted) of the virtual variables."""
+        return sum(a.manifest.nrefs for a in self._manifest_arrays())
+
+    def rename_paths(self, new: str | Callable[[str], str]) -> xr.Dataset:
+        """A copy whose chunk references point to new URLs (a string, or a function of the old
+        URL), e.g. after moving the files."""
+        ds = self._ds.copy()
+        for name, var in ds.variables.items():
+            data = var.data
+            if isinstance(data, ManifestArray):
+                renamed = data.replace(manifest=data.manifest.rename_paths(new))
+                ds[name] = var.copy(data=renamed)
+        return ds
+
+    def _manifest_arrays(self) -> list[ManifestArray]:
+        return [v.data for v in self._ds.variables.values() if isinstance(v.data, ManifestArray)]

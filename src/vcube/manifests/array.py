@@ -1,0 +1,154 @@
+"""`ManifestArray`: a lazy array of chunk references plus its Zarr v3 array metadata.
+
+It implements just enough of the numpy array protocols for xarray to concatenate, stack, expand
+and broadcast virtual variables; any operation that needs the values raises `VirtualDataError`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vcube.errors import VirtualDataError
+from vcube.manifests import array_api
+from vcube.manifests.manifest import ChunkManifest
+from vcube.manifests.metadata import chunk_shape
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from zarr.abc.codec import Codec
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+__all__ = ["ManifestArray"]
+
+
+class ManifestArray:
+    """A virtual array: Zarr v3 metadata and a `ChunkManifest` saying where each chunk lives.
+
+    Parameters
+    ----------
+    metadata
+        Zarr v3 metadata (shape, dtype, chunk grid, codecs, fill value).
+    manifest
+        The references; its grid shape must be the chunk grid of `metadata`.
+    name
+        The variable name, used in error messages only.
+    """
+
+    __slots__ = ("manifest", "metadata", "name")
+
+    def __init__(
+        self, metadata: ArrayV3Metadata, manifest: ChunkManifest, *, name: str | None = None
+    ) -> None:
+        expected = array_api.grid_shape(metadata.shape, chunk_shape(metadata))
+        if manifest.grid_shape != expected:
+            raise ValueError(
+                f"variable {name!r}: manifest grid {manifest.grid_shape} does not match the chunk "
+                f"grid {expected} of shape {metadata.shape} with chunks {chunk_shape(metadata)}"
+            )
+        self.metadata = metadata
+        self.manifest = manifest
+        self.name = name
+
+    # -- array attributes xarray reads ---------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.metadata.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.metadata.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.metadata.data_type.to_native_dtype()
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape."""
+        return chunk_shape(self.metadata)
+
+    @property
+    def fill_value(self) -> Any:
+        return self.metadata.fill_value
+
+    @property
+    def codecs(self) -> tuple[Codec, ...]:
+        return tuple(self.metadata.codecs)
+
+    @property
+    def nbytes_virtual(self) -> int:
+        """Bytes held in memory by the references of this array."""
+        return self.manifest.nbytes
+
+    @property
+    def source(self) -> str:
+        """A short description of where the chunks come from, for error messages."""
+        paths = self.manifest.paths
+        if not paths:
+            return "<in-memory>"
+        return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more files)"
+
+    def replace(
+        self, *, metadata: ArrayV3Metadata | None = None, manifest: ChunkManifest | None = None
+    ) -> ManifestArray:
+        return ManifestArray(
+            metadata if metadata is not None else self.metadata,
+            manifest if manifest is not None else self.manifest,
+            name=self.name,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ManifestArray<shape={self.shape}, dtype={self.dtype}, chunks={self.chunks}, "
+            f"refs={self.manifest.nrefs}>"
+        )
+
+    def _repr_inline_(self, max_width: int) -> str:
+        text = f"ManifestArray<chunks={self.chunks}, refs={self.manifest.nrefs}>"
+        return text if len(text) <= max_width else text[: max(max_width - 3, 0)] + "..."
+
+    # -- numpy protocols -----------------------------------------------------------------------
+
+    def __array_function__(
+        self, func: Callable[..., Any], types: Any, args: Any, kwargs: Any
+    ) -> Any:
+        impl = array_api.HANDLED_FUNCTIONS.get(func)
+        if impl is None:
+            raise self._needs_data(f"numpy.{getattr(func, '__name__', func)}")
+        return impl(*args, **kwargs)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        raise self._needs_data(f"numpy.{ufunc.__name__}")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        raise self._needs_data("converting to a numpy array")
+
+    def __eq__(self, other: object) -> Any:
+        raise self._needs_data("comparing values with ==")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def astype(self, dtype: Any, *, copy: bool = True) -> ManifestArray:
+        if np.dtype(dtype) == self.dtype:
+            return self
+        raise self._needs_data(f"casting to {np.dtype(dtype)}")
+
+    def __getitem__(self, key: Any) -> ManifestArray:
+        return array_api.getitem(self, key)
+
+    def _needs_data(self, operation: str) -> VirtualDataError:
+        return VirtualDataError(
+            f"variable {self.name!r} from {self.source} is virtual (chunk references only): "
+            f"{operation} needs its values. Load the variable instead, e.g. with "
+            f"loadable_variables=[{self.name!r}], or read the persisted store with xarray."
+        )
+
+

@@ -1,0 +1,87 @@
+"""`ManifestGroup`: a tree of virtual arrays and groups with attributes, like a Zarr hierarchy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import xarray as xr
+from xarray.conventions import encode_cf_variable
+
+from vcube.errors import VcubeError
+from vcube.manifests.array import ManifestArray
+from vcube.manifests.attrs import encode_attributes, json_value
+from vcube.manifests.inline import inline_array
+from vcube.manifests.metadata import rebuild_metadata
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from zarr.core.common import JSON
+
+__all__ = ["ManifestGroup"]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestGroup:
+    """Arrays and subgroups by name, and the group's (JSON) attributes."""
+
+    arrays: dict[str, ManifestArray] = field(default_factory=dict)
+    groups: dict[str, ManifestGroup] = field(default_factory=dict)
+    attributes: dict[str, JSON] = field(default_factory=dict)
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, ManifestGroup | ManifestArray]]:
+        """Every node below this group (itself first, at `prefix`), by its path."""
+        yield prefix, self
+        for name, array in self.arrays.items():
+            yield _join(prefix, name), array
+        for name, group in self.groups.items():
+            yield from group.walk(_join(prefix, name))
+
+    def get(self, path: str) -> ManifestGroup | ManifestArray:
+        """The node at a slash-separated path (`""` is this group)."""
+        node: ManifestGroup | ManifestArray = self
+        for part in filter(None, path.split("/")):
+            if not isinstance(node, ManifestGroup) or (
+                part not in node.arrays and part not in node.groups
+            ):
+                raise KeyError(path)
+            node = node.arrays.get(part) or node.groups[part]
+        return node
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory by the chunk references of every array in the tree."""
+        return sum(n.manifest.nbytes for _, n in self.walk() if isinstance(n, ManifestArray))
+
+    @classmethod
+    def from_virtual_dataset(cls, ds: xr.Dataset) -> ManifestGroup:
+        """Virtual variables keep their references; loaded ones are CF-encoded as xarray would
+        write them and held as inline chunks."""
+        arrays = {str(name): _to_manifest_array(str(name), var) for name, var in ds.variables.items()}
+        return cls(arrays=arrays, attributes=json_value(dict(ds.attrs)))
+
+
+def _to_manifest_array(name: str, var: xr.Variable) -> ManifestArray:
+    data = var.data
+    if isinstance(data, ManifestArray):
+        metadata = rebuild_metadata(
+            data.metadata,
+            attributes=encode_attributes(var.attrs, data.dtype),
+            dimension_names=tuple(str(d) for d in var.dims),
+        )
+        return ManifestArray(metadata, data.manifest, name=name)
+    if not hasattr(data, "__array__"):
+        raise VcubeError(f"variable {name!r} holds a {type(data).__name__}, not values or refs")
+    encoded = encode_cf_variable(var.load(), name=name)
+    values: Any = encoded.values
+    return inline_array(
+        values,
+        name=name,
+        dimension_names=tuple(str(d) for d in encoded.dims),
+        attributes=encode_attributes(encoded.attrs, values.dtype),
+    )
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name

@@ -1,0 +1,103 @@
+"""`ObjectStoreRegistry`: which obstore store serves a URL, by longest matching prefix.
+
+Local paths and `file://` URLs need no registration: they resolve to a `LocalStore` rooted at `/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from obstore.store import LocalStore
+
+from vcube.errors import StoreNotFoundError
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+__all__ = ["ObjectStoreRegistry", "local_path", "normalize_url"]
+
+REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "azure", "http", "https", "memory")
+
+
+def normalize_url(url_or_path: str | Path) -> str:
+    """An absolute URL: local paths become `file://` URLs, URLs are returned unchanged."""
+    text = str(url_or_path)
+    scheme = urlsplit(text).scheme
+    if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
+        return text
+    return Path(text).expanduser().resolve().as_uri()
+
+
+def local_path(url: str) -> str | None:
+    """The filesystem path of a `file://` URL, or None for any other URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    return unquote(parts.path)
+
+
+class ObjectStoreRegistry:
+    """Map URL prefixes (`s3://bucket`, `https://host/path`, `file:///data`) to obstore stores.
+
+    Parameters
+    ----------
+    stores
+        Prefix to store. A store registered for `s3://bucket/prefix` receives paths relative to
+        that prefix, so it should itself be created with that bucket and prefix.
+    """
+
+    def __init__(self, stores: Mapping[str, ObjectStore] | None = None) -> None:
+        self._stores: dict[str, ObjectStore] = {}
+        for prefix, store in (stores or {}).items():
+            self.register(prefix, store)
+
+    def register(self, prefix: str, store: ObjectStore) -> None:
+        """Serve every URL under `prefix` from `store`."""
+        self._stores[_strip(prefix)] = store
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(self._stores)
+
+    def resolve(self, url: str) -> tuple[ObjectStore, str]:
+        """The store for `url` and the path of the object within that store."""
+        store, path, _ = self.resolve_with_prefix(url)
+        return store, path
+
+    def resolve_with_prefix(self, url: str) -> tuple[ObjectStore, str, str | None]:
+        """Like `resolve`, also returning the registered prefix (None for the implicit local)."""
+        url = normalize_url(url)
+        matches = [p for p in self._stores if url == p or url.startswith(p + "/")]
+        if matches:
+            prefix = max(matches, key=len)
+            return self._stores[prefix], unquote(url[len(prefix) :].lstrip("/")), prefix
+        path = local_path(url)
+        if path is not None:
+            return _root_store(), path.lstrip("/"), None
+        registered = ", ".join(self._stores) or "none"
+        raise StoreNotFoundError(
+            f"no object store is registered for {url!r} (registered prefixes: {registered}). "
+            f"Register one, e.g. ObjectStoreRegistry({{'{_bucket_prefix(url)}': S3Store(...)}})."
+        )
+
+    def __repr__(self) -> str:
+        return f"ObjectStoreRegistry({list(self._stores)})"
+
+
+@cache
+def _root_store() -> LocalStore:
+    return LocalStore()
+
+
+def _strip(prefix: str) -> str:
+    scheme, sep, rest = prefix.partition("://")
+    return scheme + sep + rest.rstrip("/")
+
+
+def _bucket_prefix(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
