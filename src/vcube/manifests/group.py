@@ -73,7 +73,10 @@ def _to_manifest_array(name: str, var: xr.Variable) -> ManifestArray:
         return ManifestArray(metadata, data.manifest, name=name)
     if not hasattr(data, "__array__"):
         raise VcubeError(f"variable {name!r} holds a {type(data).__name__}, not values or refs")
-    encoded = encode_cf_variable(var.load(), name=name)
+    var = var.load().copy()
+    if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
+        var.encoding["_FillValue"] = None  # else xarray's encoder invents NaN for floats
+    encoded = encode_cf_variable(var, name=name)
     values: Any = encoded.values
     return inline_array(
         values,

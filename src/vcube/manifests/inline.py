@@ -19,12 +19,12 @@ from vcube.manifests.array import ManifestArray
 from vcube.manifests.manifest import ChunkManifest
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from zarr.core.buffer import Buffer
     from zarr.core.common import JSON
 
-__all__ = ["inline_array"]
+__all__ = ["encode_chunks", "inline_array"]
 
 
 def inline_array(
@@ -64,3 +64,30 @@ def inline_array(
     chunks = [chunk.to_bytes()] if chunk is not None else []
     manifest = ChunkManifest.from_inline(chunks, grid) if chunks else ChunkManifest.empty(grid)
     return ManifestArray(metadata, manifest, name=name)
+
+
+def encode_chunks(
+    metadata: ArrayV3Metadata, blocks: Iterable[np.ndarray[Any, Any]]
+) -> list[bytes]:
+    """Each full-chunk-shaped block encoded with the codecs of `metadata`, as zarr writes it."""
+    written: dict[str, Buffer] = {}
+    codecs = list(metadata.codecs)
+    shape = tuple(int(c) for c in metadata.chunks)
+    array = zarr.create_array(
+        MemoryStore(store_dict=written),
+        shape=shape,
+        chunks=shape,
+        dtype=metadata.data_type,
+        serializer=codecs[0],
+        compressors=codecs[1:],
+        filters=None,
+        fill_value=metadata.fill_value,
+        zarr_format=3,
+        config={"write_empty_chunks": True},
+    )
+    key = "c/" + "/".join("0" for _ in shape) if shape else "c"
+    out = []
+    for block in blocks:
+        array[...] = block
+        out.append(written[key].to_bytes())
+    return out

@@ -211,6 +211,23 @@ class ChunkManifest:
             inline=self.inline,
         )
 
+    def with_inline(
+        self, indices: Sequence[tuple[int, ...]], chunks: Sequence[bytes]
+    ) -> ChunkManifest:
+        """A copy in which the chunks at `indices` are replaced by in-memory bytes."""
+        where = tuple(np.array(indices, dtype=np.intp).reshape(len(indices), -1).T)
+        path_ids, offsets, lengths = self.path_ids.copy(), self.offsets.copy(), self.lengths.copy()
+        path_ids[where] = INLINE
+        offsets[where] = np.arange(len(self.inline), len(self.inline) + len(chunks))
+        lengths[where] = [len(c) for c in chunks]
+        return ChunkManifest(
+            paths=self.paths,
+            path_ids=path_ids,
+            offsets=offsets,
+            lengths=lengths,
+            inline=(*self.inline, *chunks),
+        )
+
     def expand_dims(self, axis: int) -> ChunkManifest:
         """Insert a length-1 axis into the chunk grid."""
         return self._map_columns(lambda col: np.expand_dims(col, axis))

@@ -27,13 +27,15 @@ from vcube.errors import (
 )
 from vcube.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
 from vcube.manifests.attrs import encode_attributes, json_value
-from vcube.manifests.inline import inline_array
-from vcube.manifests.metadata import array_metadata
+from vcube.manifests.inline import encode_chunks, inline_array
+from vcube.manifests.manifest import MISSING
+from vcube.manifests.metadata import array_metadata, chunk_shape
 from vcube.readers import ObjectReader, ReadOptions, ReadStats
 from vcube.registry import ObjectStoreRegistry, local_path, normalize_url
 
 if TYPE_CHECKING:
     from zarr.abc.codec import Codec
+    from zarr.core.metadata.v3 import ArrayV3Metadata
 
 __all__ = ["HDFParser"]
 
@@ -142,11 +144,14 @@ class _Walker:
         arrays: dict[str, ManifestArray] = {}
         groups: dict[str, ManifestGroup] = {}
         phony = _PhonyDims(self.phony_count)
-        for key in group:
-            node = group.get(key, getlink=False)
+        # Subgroups first, then this group's variables: the order in which netCDF-C numbers
+        # phony dimensions.
+        nodes = [(key, group.get(key)) for key in group]
+        for key, node in nodes:
             if isinstance(node, h5py.Group):
                 groups[key] = self.group(node)
-            elif isinstance(node, h5py.Dataset):
+        for key, node in nodes:
+            if isinstance(node, h5py.Dataset):
                 name = key.removeprefix(NON_COORD_PREFIX)
                 if name in self.parser.drop_variables or _is_pure_dimension(node):
                     continue
@@ -254,10 +259,11 @@ def _virtual_array(
     if plist.get_external_count():
         raise NotVirtualizableError(f"{url}: variable {name!r} is stored in external files")
     fill = _fill_value(ds, dtype)
+    skipped: list[tuple[int, ...]] = []
     if layout == h5py.h5d.CHUNKED:
         chunks = tuple(int(c) for c in ds.chunks)
         codecs = hdf5_filters_to_codecs(_filters(plist), itemsize=dtype.itemsize, variable=name)
-        manifest = _chunked_manifest(ds, chunks, url, name)
+        manifest, skipped = _chunked_manifest(ds, chunks, url)
     elif layout == h5py.h5d.CONTIGUOUS:
         chunks = tuple(max(int(n), 1) for n in ds.shape)
         codecs = []
@@ -269,6 +275,8 @@ def _virtual_array(
     else:
         raise NotVirtualizableError(f"{url}: variable {name!r} is an HDF5 virtual dataset")
     metadata = _metadata(ds.shape, dtype, chunks, codecs, fill, dims, attrs)
+    if skipped:
+        manifest = _reencode(ds, metadata, manifest, skipped, parser, url, name)
     return ManifestArray(metadata, manifest, name=name)
 
 
@@ -368,36 +376,73 @@ def _filters(plist: h5py.h5p.PropDCID) -> list[HDF5Filter]:
 
 
 def _chunked_manifest(
-    ds: h5py.Dataset, chunks: tuple[int, ...], url: str, name: str
-) -> ChunkManifest:
+    ds: h5py.Dataset, chunks: tuple[int, ...], url: str
+) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
+    """The manifest from HDF5's chunk index, and the chunks stored with some filters skipped."""
     grid = tuple(-(-int(n) // c) for n, c in zip(ds.shape, chunks, strict=True))
     infos: list[Any] = []
     if ds.size:
         ds.id.chunk_iter(infos.append)
     if not infos:
-        return ChunkManifest.empty(grid)
+        return ChunkManifest.empty(grid), []
     index = np.array([i.chunk_offset for i in infos], dtype=np.int64) // np.array(chunks)
     masks = np.array([i.filter_mask for i in infos], dtype=np.int64)
-    if masks.any():
-        first = tuple(index[np.argmax(masks != 0)])
-        raise NotVirtualizableError(
-            f"{url}: variable {name!r} has chunks stored with some filters skipped (first at "
-            f"chunk {first}); their codecs differ from the other chunks"
-        )
     offsets = np.array([i.byte_offset for i in infos], dtype=np.uint64)
     lengths = np.array([i.size for i in infos], dtype=np.uint64)
     inside = np.all(index < np.array(grid), axis=1)
-    manifest = ChunkManifest.empty(grid)
     where = tuple(index[inside].T)
-    manifest.path_ids[where] = 0
-    manifest.offsets[where] = offsets[inside]
-    manifest.lengths[where] = lengths[inside]
-    return ChunkManifest(
+    path_ids = np.full(grid, MISSING, dtype=np.int32)
+    path_ids[where] = 0
+    manifest = ChunkManifest(
         paths=(url,),
-        path_ids=manifest.path_ids,
-        offsets=manifest.offsets,
-        lengths=manifest.lengths,
+        path_ids=path_ids,
+        offsets=_scatter(grid, where, offsets[inside]),
+        lengths=_scatter(grid, where, lengths[inside]),
     )
+    skipped = [tuple(int(i) for i in row) for row in index[inside & (masks != 0)]]
+    return manifest, skipped
+
+
+def _scatter(
+    grid: tuple[int, ...], where: tuple[Any, ...], values: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    out = np.zeros(grid, dtype=np.uint64)
+    out[where] = values
+    return out
+
+
+def _reencode(
+    ds: h5py.Dataset,
+    metadata: ArrayV3Metadata,
+    manifest: ChunkManifest,
+    skipped: list[tuple[int, ...]],
+    parser: HDFParser,
+    url: str,
+    name: str,
+) -> ChunkManifest:
+    """Chunks HDF5 stored with an optional filter skipped (e.g. blosc on incompressible data)
+    cannot be decoded by the array's codecs: read their values and hold them re-encoded inline."""
+    chunks = chunk_shape(metadata)
+    nbytes = len(skipped) * int(np.prod(chunks)) * ds.dtype.itemsize
+    if nbytes > parser.max_load_bytes:
+        raise NotVirtualizableError(
+            f"{url}: variable {name!r} has {len(skipped)} chunks stored with some filters "
+            f"skipped (first at chunk {skipped[0]}); holding them re-encoded in memory needs "
+            f"{nbytes} bytes, more than max_load_bytes={parser.max_load_bytes}"
+        )
+    fill = metadata.fill_value
+    dtype = metadata.data_type.to_native_dtype()
+
+    def block(index: tuple[int, ...]) -> np.ndarray[Any, Any]:
+        sel = tuple(
+            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, ds.shape, strict=True)
+        )
+        out = np.full(chunks, fill, dtype=dtype)
+        out[tuple(slice(0, s.stop - s.start) for s in sel)] = ds[sel]
+        return out
+
+    encoded = encode_chunks(metadata, (block(i) for i in skipped))
+    return manifest.with_inline(skipped, encoded)
 
 
 def _contiguous_manifest(ds: h5py.Dataset, url: str) -> ChunkManifest:
