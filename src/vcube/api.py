@@ -81,9 +81,19 @@ def virtual_dataset(
         name: _virtual_variable(array) for name, array in arrays.items() if name not in load
     }
     loaded = _load(store, arrays, load, decode_times)
-    ds = xr.Dataset(variables, attrs=dict(group.attributes))
-    ds = xr.merge([ds, loaded], compat="override", join="outer", combine_attrs="override")
-    return ds.set_coords([c for c in _coordinate_names(arrays) if c in ds.variables])
+    coord_names = _coordinate_names(arrays)
+    # Virtual coordinates get no index: an index would need their values.
+    virtual_coords = {
+        k: v for k, v in variables.items() if k in coord_names or v.dims == (k,)
+    }
+    ds = xr.Dataset(
+        {k: v for k, v in variables.items() if k not in virtual_coords},
+        coords=xr.Coordinates(virtual_coords, indexes={}),
+        attrs=dict(group.attributes),
+    )
+    if loaded.variables:
+        ds = xr.merge([ds, loaded], compat="override", join="exact", combine_attrs="override")
+    return ds.set_coords([c for c in coord_names if c in ds.variables])
 
 
 def _variables_to_load(
@@ -115,12 +125,12 @@ def _load(
 
 
 def _virtual_variable(array: ManifestArray) -> xr.Variable:
-    attrs = decode_attributes(array.metadata.attributes, array.dtype)
+    attrs = decode_attributes(array.info.attributes, array.dtype)
     return xr.Variable(_dims(array), array, attrs=attrs)
 
 
 def _dims(array: ManifestArray) -> tuple[str, ...]:
-    names = array.metadata.dimension_names
+    names = array.info.dimension_names
     if names is None:
         return tuple(f"dim_{i}" for i in range(array.ndim))
     return tuple(str(n) for n in names)
@@ -129,7 +139,7 @@ def _dims(array: ManifestArray) -> tuple[str, ...]:
 def _coordinate_names(arrays: dict[str, ManifestArray]) -> set[str]:
     names: set[str] = set()
     for array in arrays.values():
-        text = array.metadata.attributes.get("coordinates")
+        text = array.info.attributes.get("coordinates")
         if isinstance(text, str):
             names.update(text.split())
     return names

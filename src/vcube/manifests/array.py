@@ -9,17 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from vcube.errors import VirtualDataError
 from vcube.manifests import array_api
 from vcube.manifests.manifest import ChunkManifest
-from vcube.manifests.metadata import chunk_shape
+from vcube.manifests.metadata import ArrayInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from zarr.abc.codec import Codec
-    from zarr.core.metadata.v3 import ArrayV3Metadata
 
 __all__ = ["ManifestArray"]
 
@@ -29,38 +29,54 @@ class ManifestArray:
 
     Parameters
     ----------
-    metadata
-        Zarr v3 metadata (shape, dtype, chunk grid, codecs, fill value).
+    info
+        Zarr v3 array description (an `ArrayInfo`, or zarr's `ArrayV3Metadata`).
     manifest
         The references; its grid shape must be the chunk grid of `metadata`.
     name
         The variable name, used in error messages only.
     """
 
-    __slots__ = ("manifest", "metadata", "name")
+    __slots__ = ("_zarr_metadata", "info", "manifest", "name")
 
     def __init__(
-        self, metadata: ArrayV3Metadata, manifest: ChunkManifest, *, name: str | None = None
+        self,
+        info: ArrayInfo | ArrayV3Metadata,
+        manifest: ChunkManifest,
+        *,
+        name: str | None = None,
     ) -> None:
-        expected = array_api.grid_shape(metadata.shape, chunk_shape(metadata))
+        if isinstance(info, ArrayV3Metadata):
+            self._zarr_metadata: ArrayV3Metadata | None = info
+            info = ArrayInfo.from_zarr(info)
+        else:
+            self._zarr_metadata = None
+        expected = array_api.grid_shape(info.shape, info.chunks)
         if manifest.grid_shape != expected:
             raise ValueError(
                 f"variable {name!r}: manifest grid {manifest.grid_shape} does not match the chunk "
-                f"grid {expected} of shape {metadata.shape} with chunks {chunk_shape(metadata)}"
+                f"grid {expected} of shape {info.shape} with chunks {info.chunks}"
             )
-        self.metadata = metadata
+        self.info = info
         self.manifest = manifest
         self.name = name
+
+    @property
+    def metadata(self) -> ArrayV3Metadata:
+        """zarr's `ArrayV3Metadata` for this array (built on first use)."""
+        if self._zarr_metadata is None:
+            self._zarr_metadata = self.info.to_zarr()
+        return self._zarr_metadata
 
     # -- array attributes xarray reads ---------------------------------------------------------
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.metadata.shape)
+        return self.info.shape
 
     @property
     def ndim(self) -> int:
-        return len(self.metadata.shape)
+        return len(self.info.shape)
 
     @property
     def size(self) -> int:
@@ -68,25 +84,20 @@ class ManifestArray:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return self.metadata.data_type.to_native_dtype()
+        return self.info.dtype
 
     @property
     def chunks(self) -> tuple[int, ...]:
         """The chunk shape."""
-        return chunk_shape(self.metadata)
+        return self.info.chunks
 
     @property
     def fill_value(self) -> Any:
-        return self.metadata.fill_value
+        return self.info.fill_value
 
     @property
     def codecs(self) -> tuple[Codec, ...]:
-        return tuple(self.metadata.codecs)
-
-    @property
-    def nbytes_virtual(self) -> int:
-        """Bytes held in memory by the references of this array."""
-        return self.manifest.nbytes
+        return self.info.codecs
 
     @property
     def source(self) -> str:
@@ -97,10 +108,10 @@ class ManifestArray:
         return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more files)"
 
     def replace(
-        self, *, metadata: ArrayV3Metadata | None = None, manifest: ChunkManifest | None = None
+        self, *, info: ArrayInfo | None = None, manifest: ChunkManifest | None = None
     ) -> ManifestArray:
         return ManifestArray(
-            metadata if metadata is not None else self.metadata,
+            info if info is not None else self.info,
             manifest if manifest is not None else self.manifest,
             name=self.name,
         )

@@ -12,16 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from zarr.abc.codec import ArrayArrayCodec
-from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from vcube.errors import IncompatibleArraysError, VirtualDataError
 from vcube.manifests import manifest as chunk_manifest
-from vcube.manifests.metadata import rebuild_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from vcube.manifests.array import ManifestArray
+    from vcube.manifests.metadata import ArrayInfo
 
 __all__ = ["HANDLED_FUNCTIONS", "check_joinable", "getitem", "grid_shape"]
 
@@ -62,7 +61,7 @@ def concatenate(
     manifest = chunk_manifest.concatenate([a.manifest for a in arrays], axis=axis)
     shape = list(first.shape)
     shape[axis] = sum(a.shape[axis] for a in arrays)
-    return first.replace(metadata=_relayout(first.metadata, shape, first.chunks), manifest=manifest)
+    return first.replace(info=_relayout(first, shape, first.chunks), manifest=manifest)
 
 
 @_implements(np.stack)
@@ -74,15 +73,15 @@ def stack(arrays: Sequence[ManifestArray], /, axis: int = 0, **kwargs: Any) -> M
     manifest = chunk_manifest.stack([a.manifest for a in arrays], axis=axis)
     shape = _insert(first.shape, axis, len(arrays))
     chunks = _insert(first.chunks, axis, 1)
-    return first.replace(metadata=_relayout(first.metadata, shape, chunks), manifest=manifest)
+    return first.replace(info=_relayout(first, shape, chunks), manifest=manifest)
 
 
 @_implements(np.expand_dims)
 def expand_dims(x: ManifestArray, /, axis: int = 0) -> ManifestArray:
     axis = _normalize_axis(axis, x.ndim + 1)
     _refuse_array_codecs(x, "expand_dims")
-    metadata = _relayout(x.metadata, _insert(x.shape, axis, 1), _insert(x.chunks, axis, 1))
-    return x.replace(metadata=metadata, manifest=x.manifest.expand_dims(axis))
+    info = _relayout(x, _insert(x.shape, axis, 1), _insert(x.chunks, axis, 1))
+    return x.replace(info=info, manifest=x.manifest.expand_dims(axis))
 
 
 @_implements(np.broadcast_to)
@@ -108,9 +107,7 @@ def broadcast_to(x: ManifestArray, /, shape: tuple[int, ...], **kwargs: Any) -> 
     manifest = x.manifest
     for _ in range(lead):
         manifest = manifest.expand_dims(0)
-    return x.replace(
-        metadata=_relayout(x.metadata, shape, old_chunks), manifest=manifest.broadcast_to(grid)
-    )
+    return x.replace(info=_relayout(x, shape, old_chunks), manifest=manifest.broadcast_to(grid))
 
 
 def getitem(x: ManifestArray, key: Any) -> ManifestArray:
@@ -132,9 +129,7 @@ def getitem(x: ManifestArray, key: Any) -> ManifestArray:
         shape.append(stop - start)
     if tuple(shape) == x.shape:
         return x
-    return x.replace(
-        metadata=_relayout(x.metadata, shape, x.chunks), manifest=x.manifest.select(tuple(pick))
-    )
+    return x.replace(info=_relayout(x, shape, x.chunks), manifest=x.manifest.select(tuple(pick)))
 
 
 def check_joinable(
@@ -174,7 +169,7 @@ def _layout_fields(
         ("dtype", a.dtype, b.dtype),
         ("chunk shape", a.chunks, b.chunks),
         ("shape (outside the join axis)", _at(a.shape, other_axes), _at(b.shape, other_axes)),
-        ("codecs", _codec_json(a), _codec_json(b)),
+        ("codecs", a.codecs, b.codecs),
         ("fill value", a.fill_value, b.fill_value),
     ]
 
@@ -185,6 +180,7 @@ def _at(values: Sequence[int], axes: Sequence[int]) -> tuple[int, ...]:
 
 def _codec_json(x: ManifestArray) -> list[Any]:
     return [c.to_dict() for c in x.codecs]
+
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -203,10 +199,9 @@ def _refuse_array_codecs(x: ManifestArray, operation: str) -> None:
         )
 
 
-def _relayout(
-    metadata: ArrayV3Metadata, shape: Sequence[int], chunks: Sequence[int]
-) -> ArrayV3Metadata:
-    return rebuild_metadata(metadata, shape=shape, chunks=chunks)
+def _relayout(x: ManifestArray, shape: Sequence[int], chunks: Sequence[int]) -> ArrayInfo:
+    """The array's description with a new shape and chunk shape; xarray tracks dimension names."""
+    return x.info.replace(shape=tuple(shape), chunks=tuple(chunks), dimension_names=None)
 
 
 def _insert(values: tuple[int, ...], axis: int, value: int) -> tuple[int, ...]:

@@ -12,7 +12,6 @@ from vcube.errors import VcubeError
 from vcube.manifests.array import ManifestArray
 from vcube.manifests.attrs import encode_attributes, json_value
 from vcube.manifests.inline import inline_array
-from vcube.manifests.metadata import rebuild_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -65,12 +64,11 @@ class ManifestGroup:
 def _to_manifest_array(name: str, var: xr.Variable) -> ManifestArray:
     data = var.data
     if isinstance(data, ManifestArray):
-        metadata = rebuild_metadata(
-            data.metadata,
+        info = data.info.replace(
             attributes=encode_attributes(var.attrs, data.dtype),
             dimension_names=tuple(str(d) for d in var.dims),
         )
-        return ManifestArray(metadata, data.manifest, name=name)
+        return ManifestArray(info, data.manifest, name=name)
     if not hasattr(data, "__array__"):
         raise VcubeError(f"variable {name!r} holds a {type(data).__name__}, not values or refs")
     var = var.load().copy()

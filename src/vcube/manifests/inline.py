@@ -17,6 +17,7 @@ from zarr.storage import MemoryStore
 
 from vcube.manifests.array import ManifestArray
 from vcube.manifests.manifest import ChunkManifest
+from vcube.manifests.metadata import ArrayInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -66,13 +67,12 @@ def inline_array(
     return ManifestArray(metadata, manifest, name=name)
 
 
-def encode_chunks(
-    metadata: ArrayV3Metadata, blocks: Iterable[np.ndarray[Any, Any]]
-) -> list[bytes]:
-    """Each full-chunk-shaped block encoded with the codecs of `metadata`, as zarr writes it."""
+def encode_chunks(info: ArrayInfo, blocks: Iterable[np.ndarray[Any, Any]]) -> list[bytes]:
+    """Each full-chunk-shaped block encoded with the codecs of `info`, as zarr writes it."""
     written: dict[str, Buffer] = {}
+    metadata = info.to_zarr()
     codecs = list(metadata.codecs)
-    shape = tuple(int(c) for c in metadata.chunks)
+    shape = info.chunks
     array = zarr.create_array(
         MemoryStore(store_dict=written),
         shape=shape,

@@ -1,9 +1,18 @@
-"""Building and reshaping Zarr v3 array metadata (zarr's own `ArrayV3Metadata`)."""
+"""`ArrayInfo`: what a Zarr v3 array's metadata says, cheap to build and to reshape.
+
+Parsers build one per variable per file and xarray reshapes them on every concat, so they are
+plain frozen dataclasses; zarr's validated `ArrayV3Metadata` is built from one only when a store
+serves the combined array.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.codecs import BytesCodec
 from zarr.core.metadata.v3 import ArrayV3Metadata
@@ -12,11 +21,58 @@ from zarr.dtype import parse_dtype
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    import numpy as np
     from zarr.abc.codec import Codec
     from zarr.core.common import JSON
+    from zarr.core.dtype import ZDType
 
-__all__ = ["array_metadata", "chunk_shape", "rebuild_metadata"]
+__all__ = ["ArrayInfo", "array_metadata"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayInfo:
+    """Shape, dtype, chunk shape, codecs (the whole pipeline), fill value, dimension names and
+    JSON attributes of a Zarr v3 array."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    chunks: tuple[int, ...]
+    codecs: tuple[Codec, ...]
+    fill_value: Any
+    dimension_names: tuple[str, ...] | None = None
+    attributes: dict[str, JSON] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> ArrayInfo:
+        return dataclasses.replace(self, **changes)
+
+    def to_zarr(self) -> ArrayV3Metadata:
+        """zarr's validated metadata for this array."""
+        zdtype = _zarr_dtype(self.dtype)
+        return ArrayV3Metadata(
+            shape=self.shape,
+            data_type=zdtype,
+            chunk_grid={"name": "regular", "configuration": {"chunk_shape": self.chunks}},
+            chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}},
+            fill_value=zdtype.default_scalar() if self.fill_value is None else self.fill_value,
+            codecs=self.codecs,
+            attributes=self.attributes,
+            dimension_names=self.dimension_names,
+        )
+
+    @classmethod
+    def from_zarr(cls, metadata: ArrayV3Metadata) -> ArrayInfo:
+        return cls(
+            shape=tuple(int(n) for n in metadata.shape),
+            dtype=metadata.data_type.to_native_dtype(),
+            chunks=tuple(int(c) for c in metadata.chunks),
+            codecs=tuple(metadata.codecs),
+            fill_value=metadata.fill_value,
+            dimension_names=(
+                None
+                if metadata.dimension_names is None
+                else tuple(str(n) for n in metadata.dimension_names)
+            ),
+            attributes=dict(metadata.attributes),
+        )
 
 
 def array_metadata(
@@ -28,63 +84,35 @@ def array_metadata(
     fill_value: object = None,
     dimension_names: Sequence[str] | None = None,
     attributes: dict[str, JSON] | None = None,
-) -> ArrayV3Metadata:
-    """Zarr v3 array metadata; `codecs` without an array->bytes codec get `bytes` with the
-    endianness of `dtype` prepended."""
+) -> ArrayInfo:
+    """An `ArrayInfo`; `codecs` without an array->bytes codec get the `bytes` codec with the
+    endianness of `dtype` first."""
+    dtype = np.dtype(dtype)
     codec_list = list(codecs)
-    if not any(_is_array_bytes(c) for c in codec_list):
-        codec_list.insert(0, BytesCodec(endian=_endian(dtype)))
-    zdtype = parse_dtype(dtype, zarr_format=3)
-    return ArrayV3Metadata(
-        shape=tuple(shape),
-        data_type=zdtype,
-        chunk_grid={"name": "regular", "configuration": {"chunk_shape": tuple(chunks)}},
-        chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}},
-        fill_value=zdtype.default_scalar() if fill_value is None else fill_value,
-        codecs=codec_list,
-        attributes=attributes or {},
+    if not any(isinstance(c, ArrayBytesCodec) for c in codec_list):
+        codec_list.insert(0, _bytes_codec(_endian(dtype)))
+    return ArrayInfo(
+        shape=tuple(int(n) for n in shape),
+        dtype=dtype,
+        chunks=tuple(int(c) for c in chunks),
+        codecs=tuple(codec_list),
+        fill_value=fill_value,
         dimension_names=tuple(dimension_names) if dimension_names is not None else None,
+        attributes=attributes or {},
     )
 
 
-def rebuild_metadata(
-    metadata: ArrayV3Metadata,
-    *,
-    shape: Sequence[int] | None = None,
-    chunks: Sequence[int] | None = None,
-    attributes: dict[str, JSON] | None = None,
-    dimension_names: Sequence[str] | None = None,
-) -> ArrayV3Metadata:
-    """`metadata` with some fields replaced; a new shape or chunk shape drops dimension names."""
-    relayout = shape is not None or chunks is not None
-    names = dimension_names if dimension_names is not None or relayout else None
-    return ArrayV3Metadata(
-        shape=tuple(shape) if shape is not None else metadata.shape,
-        data_type=metadata.data_type,
-        chunk_grid={
-            "name": "regular",
-            "configuration": {
-                "chunk_shape": tuple(chunks) if chunks is not None else chunk_shape(metadata)
-            },
-        },
-        chunk_key_encoding=metadata.chunk_key_encoding,
-        fill_value=metadata.fill_value,
-        codecs=metadata.codecs,
-        attributes=attributes if attributes is not None else metadata.attributes,
-        dimension_names=names if names is not None or relayout else metadata.dimension_names,
-    )
+@cache
+def _zarr_dtype(dtype: np.dtype[Any]) -> ZDType[Any, Any]:
+    return parse_dtype(dtype, zarr_format=3)
 
 
-def _is_array_bytes(codec: Codec) -> bool:
-    return isinstance(codec, ArrayBytesCodec)
+@cache
+def _bytes_codec(endian: str | None) -> BytesCodec:
+    return BytesCodec(endian=endian)
 
 
 def _endian(dtype: np.dtype[Any]) -> str | None:
     if dtype.itemsize <= 1 or dtype.kind in "SUO":
         return None
     return "big" if dtype.byteorder == ">" else "little"
-
-
-def chunk_shape(metadata: ArrayV3Metadata) -> tuple[int, ...]:
-    """The chunk shape of a regular chunk grid."""
-    return tuple(int(c) for c in metadata.chunks)

@@ -70,7 +70,8 @@ class ManifestStore(Store):
         self._group = group
         self._registry = registry or ObjectStoreRegistry()
         self._arrays = {p: n for p, n in group.walk() if isinstance(n, ManifestArray)}
-        self._documents = {_metadata_key(p): _document(n) for p, n in group.walk()}
+        self._nodes = {_metadata_key(p): n for p, n in group.walk()}
+        self._documents: dict[str, bytes] = {}  # built on first read: parsing needs none
 
     @classmethod
     def from_virtual_dataset(
@@ -102,8 +103,8 @@ class ManifestStore(Store):
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
-        if key in self._documents:
-            doc = self._documents[key]
+        if key in self._nodes:
+            doc = self._document(key)
             start, end = absolute_range(0, len(doc), byte_range)
             return prototype.buffer.from_bytes(doc[start:end])
         located = self._locate(key)
@@ -138,8 +139,13 @@ class ManifestStore(Store):
             await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges))
         )
 
+    def _document(self, key: str) -> bytes:
+        if key not in self._documents:
+            self._documents[key] = _document(self._nodes[key])
+        return self._documents[key]
+
     async def exists(self, key: str) -> bool:
-        if key in self._documents:
+        if key in self._nodes:
             return True
         located = self._locate(key)
         return located is not None and located[0].manifest[located[1]] is not None
@@ -172,7 +178,7 @@ class ManifestStore(Store):
         return True
 
     async def list(self) -> AsyncIterator[str]:
-        for key in self._documents:
+        for key in self._nodes:
             yield key
         for path, array in self._arrays.items():
             for key in _chunk_keys(path, array):
