@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["VcubeDatasetAccessor"]
 
 
-@xr.register_dataset_accessor("vcube")
+@xr.register_dataset_accessor("vcube")  # type: ignore[no-untyped-call]
 class VcubeDatasetAccessor:
     """Methods on a virtual dataset, available as `ds.vcube`."""
 
@@ -44,7 +44,7 @@ class VcubeDatasetAccessor:
             data = var.data
             if isinstance(data, ManifestArray):
                 renamed = data.replace(manifest=data.manifest.rename_paths(new))
-                ds[name] = var.copy(data=renamed)
+                ds[name] = var.copy(data=renamed)  # type: ignore[arg-type]
         return ds
 
     def _manifest_arrays(self) -> list[ManifestArray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
@@ -13,6 +12,7 @@ from vcube.parsers import detect_parser
 from vcube.registry import ObjectStoreRegistry, normalize_url
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
     from vcube.parsers import Parser
@@ -83,9 +83,7 @@ def virtual_dataset(
     loaded = _load(store, arrays, load, decode_times)
     coord_names = _coordinate_names(arrays)
     # Virtual coordinates get no index: an index would need their values.
-    virtual_coords = {
-        k: v for k, v in variables.items() if k in coord_names or v.dims == (k,)
-    }
+    virtual_coords = {k: v for k, v in variables.items() if k in coord_names or v.dims == (k,)}
     ds = xr.Dataset(
         {k: v for k, v in variables.items() if k not in virtual_coords},
         coords=xr.Coordinates(virtual_coords, indexes={}),
@@ -119,7 +117,12 @@ def _load(
     )
     kwargs: dict[str, Any] = {} if decode_times is None else {"decode_times": decode_times}
     with xr.open_dataset(
-        subset, engine="zarr", consolidated=False, zarr_format=3, chunks=None, **kwargs
+        subset,  # type: ignore[arg-type]  # any zarr Store works with engine="zarr"
+        engine="zarr",
+        consolidated=False,
+        zarr_format=3,
+        chunks=None,
+        **kwargs,
     ) as ds:
         return ds.load()
 

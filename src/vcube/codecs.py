@@ -7,7 +7,6 @@ decodes the stored bytes exactly raise `NotVirtualizableError`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,15 +17,18 @@ from zarr.registry import get_codec_class
 from vcube.errors import NotVirtualizableError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from zarr.abc.codec import Codec
+    from zarr.codecs.blosc import BloscCnameLiteral, BloscShuffleLiteral
 
 __all__ = ["HDF5Filter", "hdf5_filters_to_codecs"]
 
 # HDF5 filter ids: 1 deflate, 2 shuffle, 3 fletcher32, 307 bzip2, 32000 lzf, 32001 blosc,
 # 32004 lz4, 32015 zstd (registered ids, see The HDF Group's filter registry).
 _NO_CODEC = {4: "szip", 5: "nbit", 6: "scaleoffset", 32008: "bitshuffle"}
-_BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
-_BLOSC_SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
+_BLOSC_CNAMES: tuple[BloscCnameLiteral, ...] = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
+_BLOSC_SHUFFLES: tuple[BloscShuffleLiteral, ...] = ("noshuffle", "shuffle", "bitshuffle")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,9 @@ def _codec(f: HDF5Filter, itemsize: int, variable: str) -> Codec:
         case 307:
             return BZ2(level=cd[0] if cd else 9)
         case 32000:
-            return get_codec_class("imagecodecs_lzf")(header=False)
+            return _registered("imagecodecs_lzf", variable)(header=False)  # type: ignore[call-arg]
         case 32004:
-            return get_codec_class("imagecodecs_lz4h5")()
+            return _registered("imagecodecs_lz4h5", variable)()
         case 32015:
             return ZstdCodec(level=cd[0] if cd else 0)
         case 32001:
@@ -73,10 +75,20 @@ def _codec(f: HDF5Filter, itemsize: int, variable: str) -> Codec:
     )
 
 
+def _registered(name: str, variable: str) -> type[Codec]:
+    try:
+        return get_codec_class(name)
+    except (KeyError, ValueError) as err:
+        raise NotVirtualizableError(
+            f"variable {variable!r} needs the Zarr codec {name!r}, which is not installed "
+            f"(pip install imagecodecs-zarr)"
+        ) from err
+
+
 def _blosc(cd: tuple[int, ...], itemsize: int) -> Codec:
     # cd_values: filter revision, blosc version, typesize, chunk bytes, clevel, shuffle, compressor
     clevel = cd[4] if len(cd) > 4 else 5
-    shuffle = _BLOSC_SHUFFLES[cd[5]] if len(cd) > 5 and cd[5] < 3 else "shuffle"
-    cname = _BLOSC_CNAMES[cd[6]] if len(cd) > 6 and cd[6] < 6 else "blosclz"
+    shuffle = _BLOSC_SHUFFLES[cd[5] if len(cd) > 5 and cd[5] < 3 else 1]
+    cname = _BLOSC_CNAMES[cd[6] if len(cd) > 6 and cd[6] < 6 else 0]
     typesize = cd[2] if len(cd) > 2 and cd[2] else itemsize
     return BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle, typesize=typesize)

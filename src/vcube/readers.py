@@ -176,9 +176,7 @@ class ObjectReader(io.RawIOBase):
         return joined[offset : offset + stop - start]
 
     def _fetch(self, start: int, stop: int) -> bytes:
-        data = self._call(
-            lambda: obstore.get_range(self._store, self._path, start=start, end=stop)
-        )
+        data = self._call(lambda: obstore.get_range(self._store, self._path, start=start, end=stop))
         self.stats.add(self.url, stop - start)
         return bytes(data)
 

@@ -5,7 +5,6 @@ Local paths and `file://` URLs need no registration: they resolve to a `LocalSto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,8 @@ from obstore.store import LocalStore
 from vcube.errors import StoreNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from obstore.store import ObjectStore
 
 __all__ = ["ObjectStoreRegistry", "local_path", "normalize_url"]

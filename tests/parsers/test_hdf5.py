@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hdf5_files import HDF5_CASES, NETCDF_CASES, write
 
 import vcube
-from hdf5_files import HDF5_CASES, NETCDF_CASES, write
 from vcube import HDFParser, ManifestStore
 
 if TYPE_CHECKING:

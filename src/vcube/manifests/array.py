@@ -13,13 +13,14 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from vcube.errors import VirtualDataError
 from vcube.manifests import array_api
-from vcube.manifests.manifest import ChunkManifest
 from vcube.manifests.metadata import ArrayInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from zarr.abc.codec import Codec
+
+    from vcube.manifests.manifest import ChunkManifest
 
 __all__ = ["ManifestArray"]
 
@@ -147,6 +148,14 @@ class ManifestArray:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def _refuse_operator(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._needs_data("arithmetic or comparison")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse_operator
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = _refuse_operator
+    __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = __invert__ = _refuse_operator
+    __and__ = __or__ = __xor__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__ = _refuse_operator
+
     def astype(self, dtype: Any, *, copy: bool = True) -> ManifestArray:
         if np.dtype(dtype) == self.dtype:
             return self
@@ -161,5 +170,3 @@ class ManifestArray:
             f"{operation} needs its values. Load the variable instead, e.g. with "
             f"loadable_variables=[{self.name!r}], or read the persisted store with xarray."
         )
-
-

@@ -7,6 +7,7 @@ manifests' numpy columns.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +152,7 @@ def check_joinable(
                 )
     if axis is None:
         return
-    for a, b in zip(arrays[:-1], arrays[1:], strict=False):
+    for a, b in itertools.pairwise(arrays):
         if a.shape[axis] % a.chunks[axis]:
             raise IncompatibleArraysError(
                 f"cannot {operation} variable {a.name!r} along axis {axis}: {a.source} ends in a "
@@ -180,7 +181,6 @@ def _at(values: Sequence[int], axes: Sequence[int]) -> tuple[int, ...]:
 
 def _codec_json(x: ManifestArray) -> list[Any]:
     return [c.to_dict() for c in x.codecs]
-
 
 
 def _same(a: Any, b: Any) -> bool:

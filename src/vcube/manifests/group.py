@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import xarray as xr
 from xarray.conventions import encode_cf_variable
 
 from vcube.errors import VcubeError
@@ -16,6 +15,7 @@ from vcube.manifests.inline import inline_array
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import xarray as xr
     from zarr.core.common import JSON
 
 __all__ = ["ManifestGroup"]
@@ -57,7 +57,9 @@ class ManifestGroup:
     def from_virtual_dataset(cls, ds: xr.Dataset) -> ManifestGroup:
         """Virtual variables keep their references; loaded ones are CF-encoded as xarray would
         write them and held as inline chunks."""
-        arrays = {str(name): _to_manifest_array(str(name), var) for name, var in ds.variables.items()}
+        arrays = {
+            str(name): _to_manifest_array(str(name), var) for name, var in ds.variables.items()
+        }
         return cls(arrays=arrays, attributes=json_value(dict(ds.attrs)))
 
 

@@ -7,7 +7,7 @@ is written exactly as a zarr reader expects it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -17,13 +17,15 @@ from zarr.storage import MemoryStore
 
 from vcube.manifests.array import ManifestArray
 from vcube.manifests.manifest import ChunkManifest
-from vcube.manifests.metadata import ArrayInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
     from zarr.core.buffer import Buffer
     from zarr.core.common import JSON
+
+    from vcube.manifests.metadata import ArrayInfo
 
 __all__ = ["encode_chunks", "inline_array"]
 
@@ -78,8 +80,8 @@ def encode_chunks(info: ArrayInfo, blocks: Iterable[np.ndarray[Any, Any]]) -> li
         shape=shape,
         chunks=shape,
         dtype=metadata.data_type,
-        serializer=codecs[0],
-        compressors=codecs[1:],
+        serializer=cast("ArrayBytesCodec", codecs[0]),
+        compressors=cast("list[BytesBytesCodec]", codecs[1:]),
         filters=None,
         fill_value=metadata.fill_value,
         zarr_format=3,

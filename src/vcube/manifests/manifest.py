@@ -8,7 +8,6 @@ memory; its offset is then an index into `inline`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,7 +17,7 @@ import pandas as pd
 from vcube.errors import ChunkNotFoundError, IncompatibleArraysError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Sequence
 
     from numpy.typing import ArrayLike, NDArray
 
@@ -96,9 +95,7 @@ class ChunkManifest:
         ids = np.zeros(off.shape, dtype=np.int32)
         if missing is not None:
             ids[np.asarray(missing, dtype=bool)] = MISSING
-        return cls(
-            paths=(path,), path_ids=ids, offsets=off, lengths=_column(lengths, off.shape)
-        )
+        return cls(paths=(path,), path_ids=ids, offsets=off, lengths=_column(lengths, off.shape))
 
     @classmethod
     def empty(cls, grid_shape: Sequence[int]) -> ChunkManifest:
@@ -112,7 +109,9 @@ class ChunkManifest:
         )
 
     @classmethod
-    def from_inline(cls, chunks: Sequence[bytes | None], grid_shape: Sequence[int]) -> ChunkManifest:
+    def from_inline(
+        cls, chunks: Sequence[bytes | None], grid_shape: Sequence[int]
+    ) -> ChunkManifest:
         """A manifest of in-memory chunks, in C order of the grid; `None` marks a missing one."""
         shape = tuple(grid_shape)
         present = [c for c in chunks if c is not None]
@@ -312,9 +311,7 @@ def _remap(ids: NDArray[np.int32], mapping: NDArray[np.int32]) -> NDArray[np.int
     return np.where(ids >= 0, mapping[np.maximum(ids, 0)], ids).astype(np.int32)
 
 
-def _with_table(
-    m: ChunkManifest, table: Iterable[str], ids: NDArray[np.int32]
-) -> ChunkManifest:
+def _with_table(m: ChunkManifest, table: Iterable[str], ids: NDArray[np.int32]) -> ChunkManifest:
     """`m` with a new path table; duplicate paths in the table are merged."""
     index: dict[str, int] = {}
     mapping = np.array([index.setdefault(p, len(index)) for p in table], dtype=np.int32)

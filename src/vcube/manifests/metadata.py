@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
@@ -108,11 +108,11 @@ def _zarr_dtype(dtype: np.dtype[Any]) -> ZDType[Any, Any]:
 
 
 @cache
-def _bytes_codec(endian: str | None) -> BytesCodec:
+def _bytes_codec(endian: Literal["little", "big"] | None) -> BytesCodec:
     return BytesCodec(endian=endian)
 
 
-def _endian(dtype: np.dtype[Any]) -> str | None:
+def _endian(dtype: np.dtype[Any]) -> Literal["little", "big"] | None:
     if dtype.itemsize <= 1 or dtype.kind in "SUO":
         return None
     return "big" if dtype.byteorder == ">" else "little"

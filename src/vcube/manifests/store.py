@@ -135,9 +135,7 @@ class ManifestStore(Store):
         prototype: BufferPrototype,
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
-        return list(
-            await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges))
-        )
+        return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     def _document(self, key: str) -> bytes:
         if key not in self._documents:
@@ -157,9 +155,9 @@ class ManifestStore(Store):
         else:
             path, sep, rest = key.rpartition("/c/")
             if not sep:
-                path, rest = "", key.removeprefix("c/") if key.startswith("c/") else None
-                if rest is None:
+                if not key.startswith("c/"):
                     return None
+                path, rest = "", key.removeprefix("c/")
             array_or_none = self._arrays.get(path)
             if array_or_none is None:
                 return None

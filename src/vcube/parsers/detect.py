@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import obstore
@@ -12,6 +11,8 @@ from vcube.parsers.hdf5 import HDFParser
 from vcube.readers import translate_io_error
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from vcube.parsers.types import Parser
     from vcube.registry import ObjectStoreRegistry
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from vcube.readers import ObjectReader, ReadOptions, ReadStats
 from vcube.registry import ObjectStoreRegistry, local_path, normalize_url
 
 if TYPE_CHECKING:
-    from zarr.abc.codec import Codec
+    from collections.abc import Collection, Iterator
 
 __all__ = ["HDFParser"]
 
@@ -351,7 +350,8 @@ def _check_dtype(ds: h5py.Dataset, name: str, url: str) -> np.dtype[Any]:
             f"which Zarr v3 cannot describe; drop it with drop_variables=[{name!r}]"
         )
     enum_base = h5py.check_enum_dtype(dtype)
-    return np.dtype(dtype.str) if enum_base is not None else dtype
+    result: np.dtype[Any] = np.dtype(dtype.str) if enum_base is not None else np.dtype(dtype)
+    return result
 
 
 def _fill_value(ds: h5py.Dataset, dtype: np.dtype[Any]) -> Any:
@@ -431,7 +431,8 @@ def _reencode(
 
     def block(index: tuple[int, ...]) -> np.ndarray[Any, Any]:
         sel = tuple(
-            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, ds.shape, strict=True)
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, chunks, ds.shape, strict=True)
         )
         out = np.full(chunks, fill, dtype=dtype)
         out[tuple(slice(0, s.stop - s.start) for s in sel)] = ds[sel]
