@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
+import zarr.api.asynchronous
+from zarr.core.sync import sync
 
-from vcube.manifests import ManifestArray, ManifestGroup, ManifestStore
 from vcube.manifests.attrs import decode_attributes
 from vcube.parsers import detect_parser
 from vcube.registry import ObjectStoreRegistry, normalize_url
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
+    from vcube.manifests import ManifestArray, ManifestStore
     from vcube.parsers import Parser
 
 __all__ = ["open_virtual_dataset", "virtual_dataset"]
@@ -110,21 +113,32 @@ def _load(
     load: set[str],
     decode_times: bool | None,
 ) -> xr.Dataset:
+    """Read the raw values of `load` through the store (one batch of concurrent reads) and decode
+    them with xarray's CF decoding, as `xr.open_dataset` would."""
     if not load:
         return xr.Dataset()
-    subset = ManifestStore(
-        ManifestGroup(arrays={k: arrays[k] for k in load}), registry=store.registry
+    names = sorted(load)
+    values = sync(_read_arrays(store, names))
+    raw = xr.Dataset(
+        {
+            name: xr.Variable(
+                _dims(arrays[name]),
+                value,
+                attrs=decode_attributes(arrays[name].info.attributes, arrays[name].dtype),
+            )
+            for name, value in zip(names, values, strict=True)
+        }
     )
     kwargs: dict[str, Any] = {} if decode_times is None else {"decode_times": decode_times}
-    with xr.open_dataset(
-        subset,  # type: ignore[arg-type]  # any zarr Store works with engine="zarr"
-        engine="zarr",
-        consolidated=False,
-        zarr_format=3,
-        chunks=None,
-        **kwargs,
-    ) as ds:
-        return ds.load()
+    return xr.decode_cf(raw, **kwargs)
+
+
+async def _read_arrays(store: ManifestStore, names: list[str]) -> list[Any]:
+    async def read(name: str) -> Any:
+        array = await zarr.api.asynchronous.open_array(store=store, path=name, zarr_format=3)
+        return await array.getitem(...)
+
+    return list(await asyncio.gather(*(read(n) for n in names)))
 
 
 def _virtual_variable(array: ManifestArray) -> xr.Variable:
