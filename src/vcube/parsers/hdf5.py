@@ -119,6 +119,8 @@ def _open_hdf5(
         else:
             reader = ObjectReader(store, path, url=url, options=options, stats=stats)
             file = h5py.File(reader, "r")
+    except VcubeError:
+        raise
     except FileNotFoundError as err:
         raise SourceNotFoundError(f"{url}: file not found") from err
     except OSError as err:
@@ -126,6 +128,8 @@ def _open_hdf5(
     with file:
         try:
             yield file
+        except VcubeError:
+            raise  # already names the file; transient ones must stay retryable
         except (OSError, RuntimeError, KeyError) as err:
             raise UnsupportedFormatError(f"{url}: corrupt or truncated HDF5 file ({err})") from err
 
@@ -171,7 +175,7 @@ class _Walker:
             if not self.parser.loads(name):
                 raise
             return _loaded_array(ds, name, dims, attrs, self.parser, self.url, err)
-        except (UnsupportedFeatureError, UnsupportedFormatError):
+        except VcubeError:
             raise
         except (OSError, RuntimeError, ValueError, TypeError) as err:
             raise UnsupportedFormatError(
