@@ -156,6 +156,16 @@ class ManifestArray:
     __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = __invert__ = _refuse_operator
     __and__ = __or__ = __xor__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__ = _refuse_operator
 
+    def transpose(self, *axes: int) -> ManifestArray:
+        order = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
+        if not order or tuple(order) == tuple(range(self.ndim)):
+            return self
+        raise VirtualDataError(
+            f"variable {self.name!r} from {self.source} is virtual: transposing it to axes "
+            f"{tuple(order)} would need a rechunk of its values. Keep the dimension order of the "
+            f"files, or load the variable."
+        )
+
     def astype(self, dtype: Any, *, copy: bool = True) -> ManifestArray:
         if np.dtype(dtype) == self.dtype:
             return self

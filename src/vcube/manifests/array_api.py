@@ -43,6 +43,15 @@ def grid_shape(shape: Sequence[int], chunks: Sequence[int]) -> tuple[int, ...]:
 
 @_implements(np.result_type)
 def result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
+    virtual = [x for x in arrays_and_dtypes if getattr(x, "manifest", None) is not None]
+    for other in virtual[1:]:
+        if other.dtype != virtual[0].dtype:
+            first = virtual[0]
+            raise IncompatibleArraysError(
+                f"cannot combine variable {first.name!r}: its dtype differs between "
+                f"{first.source} ({first.dtype}) and {other.source} ({other.dtype}); virtual "
+                f"arrays cannot be cast"
+            )
     dtypes = [getattr(x, "dtype", x) for x in arrays_and_dtypes]
     return np.result_type(*dtypes)
 
@@ -71,6 +80,7 @@ def stack(arrays: Sequence[ManifestArray], /, axis: int = 0, **kwargs: Any) -> M
     first = arrays[0]
     axis = _normalize_axis(axis, first.ndim + 1)
     check_joinable(arrays, operation="stack")
+    _refuse_array_codecs(first, "stack")
     manifest = chunk_manifest.stack([a.manifest for a in arrays], axis=axis)
     shape = _insert(first.shape, axis, len(arrays))
     chunks = _insert(first.chunks, axis, 1)
@@ -112,21 +122,29 @@ def broadcast_to(x: ManifestArray, /, shape: tuple[int, ...], **kwargs: Any) -> 
 
 
 def getitem(x: ManifestArray, key: Any) -> ManifestArray:
-    """Chunk-aligned selection: slices that start and stop on chunk boundaries."""
+    """Chunk-aligned selection: slices that start and stop on chunk boundaries; `None` inserts a
+    new axis of length 1, as in numpy."""
+    items = key if isinstance(key, tuple) else (key,)
+    if any(k is None for k in items):
+        selected = getitem(x, tuple(k for k in items if k is not None))
+        for axis in (i for i, k in enumerate(_expand_none(items, x.ndim)) if k is None):
+            selected = expand_dims(selected, axis=axis)
+        return selected
     key = _expand_key(key, x.ndim)
     pick: list[slice] = []
     shape: list[int] = []
     for k, size, chunk in zip(key, x.shape, x.chunks, strict=True):
         start, stop, step = k.indices(size)
         stop = max(stop, start)
-        aligned = start % chunk == 0 and (stop % chunk == 0 or stop == size)
+        aligned = start == stop or (start % chunk == 0 and (stop % chunk == 0 or stop == size))
         if step != 1 or not aligned:
             raise VirtualDataError(
                 f"variable {x.name!r} from {x.source}: selecting {k} along an axis of length "
                 f"{size} with chunks of {chunk} is not aligned to chunk boundaries, so it needs "
                 f"the values. Select whole chunks, or load the variable."
             )
-        pick.append(slice(start // chunk, -(-stop // chunk)))
+        first = start // chunk
+        pick.append(slice(first, first if start == stop else -(-stop // chunk)))
         shape.append(stop - start)
     if tuple(shape) == x.shape:
         return x
@@ -212,6 +230,15 @@ def _normalize_axis(axis: int, ndim: int) -> int:
     if not -ndim <= axis < ndim:
         raise np.exceptions.AxisError(axis, ndim)
     return axis % ndim
+
+
+def _expand_none(items: tuple[Any, ...], ndim: int) -> tuple[Any, ...]:
+    """`items` with the Ellipsis expanded, so `None` entries sit at their result axis."""
+    if not any(k is Ellipsis for k in items):
+        return items
+    at = next(i for i, k in enumerate(items) if k is Ellipsis)
+    fill = (slice(None),) * (ndim - sum(k is not None for k in items) + 1)
+    return (*items[:at], *fill, *items[at + 1 :])
 
 
 def _expand_key(key: Any, ndim: int) -> tuple[slice, ...]:

@@ -181,12 +181,15 @@ class ChunkManifest:
             and bool(np.array_equal(self.path_ids < 0, other.path_ids < 0))
             and bool(np.array_equal(self.path_ids == INLINE, other.path_ids == INLINE))
             and bool(np.array_equal(self._file_offsets(), other._file_offsets()))
-            and bool(np.array_equal(self.lengths, other.lengths))
+            and bool(np.array_equal(self._present_lengths(), other._present_lengths()))
             and self._inline_bytes() == other._inline_bytes()
         )
 
     def _file_offsets(self) -> NDArray[np.uint64]:
         return np.where(self.path_ids >= 0, self.offsets, np.uint64(0))
+
+    def _present_lengths(self) -> NDArray[np.uint64]:
+        return np.where(self.path_ids != MISSING, self.lengths, np.uint64(0))
 
     def _inline_bytes(self) -> list[bytes]:
         order = self.offsets[self.path_ids == INLINE]
@@ -201,7 +204,10 @@ class ChunkManifest:
 
     def select(self, key: tuple[slice | int, ...]) -> ChunkManifest:
         """The sub-grid at `key` (slices or integers over chunk indices)."""
-        pick = tuple(slice(k, k + 1) if isinstance(k, int) else k for k in key)
+        pick = tuple(
+            slice(k % n, k % n + 1) if isinstance(k, int) else k
+            for k, n in zip(key, self.grid_shape, strict=False)
+        )
         return ChunkManifest(
             paths=self.paths,
             path_ids=self.path_ids[pick],
@@ -214,11 +220,18 @@ class ChunkManifest:
         self, indices: Sequence[tuple[int, ...]], chunks: Sequence[bytes]
     ) -> ChunkManifest:
         """A copy in which the chunks at `indices` are replaced by in-memory bytes."""
-        where = tuple(np.array(indices, dtype=np.intp).reshape(len(indices), -1).T)
+        if not indices:
+            return self
+        rows = np.array(indices, dtype=np.intp).reshape(len(indices), self.path_ids.ndim)
+        flat = (
+            np.ravel_multi_index(tuple(rows.T), self.grid_shape)
+            if self.path_ids.ndim
+            else np.zeros(len(indices), dtype=np.intp)
+        )
         path_ids, offsets, lengths = self.path_ids.copy(), self.offsets.copy(), self.lengths.copy()
-        path_ids[where] = INLINE
-        offsets[where] = np.arange(len(self.inline), len(self.inline) + len(chunks))
-        lengths[where] = [len(c) for c in chunks]
+        path_ids.reshape(-1)[flat] = INLINE
+        offsets.reshape(-1)[flat] = np.arange(len(self.inline), len(self.inline) + len(chunks))
+        lengths.reshape(-1)[flat] = [len(c) for c in chunks]
         return ChunkManifest(
             paths=self.paths,
             path_ids=path_ids,

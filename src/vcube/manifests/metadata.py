@@ -96,10 +96,15 @@ def array_metadata(
         dtype=dtype,
         chunks=tuple(int(c) for c in chunks),
         codecs=tuple(codec_list),
-        fill_value=fill_value,
+        fill_value=_default_fill(dtype) if fill_value is None else fill_value,
         dimension_names=tuple(dimension_names) if dimension_names is not None else None,
         attributes=attributes or {},
     )
+
+
+def _default_fill(dtype: np.dtype[Any]) -> Any:
+    value = _zarr_dtype(dtype).default_scalar()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 @cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["ManifestStore", "absolute_range"]
 
 ZARR_JSON = "zarr.json"
+_CHUNK_INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
 def absolute_range(offset: int, length: int, request: ByteRequest | None) -> tuple[int, int]:
@@ -162,7 +164,7 @@ class ManifestStore(Store):
             if array_or_none is None:
                 return None
             array, parts = array_or_none, rest.split("/")
-        if len(parts) != array.ndim or not all(p.isdigit() for p in parts):
+        if len(parts) != array.ndim or not all(_CHUNK_INDEX.fullmatch(p) for p in parts):
             return None
         index = tuple(int(p) for p in parts)
         if not all(i < n for i, n in zip(index, array.manifest.grid_shape, strict=True)):
