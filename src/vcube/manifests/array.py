@@ -156,7 +156,7 @@ class ManifestArray:
     __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = __invert__ = _refuse_operator
     __and__ = __or__ = __xor__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__ = _refuse_operator
 
-    def transpose(self, *axes: int) -> ManifestArray:
+    def transpose(self, *axes: Any) -> ManifestArray:
         order = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
         if not order or tuple(order) == tuple(range(self.ndim)):
             return self
