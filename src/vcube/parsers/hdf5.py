@@ -386,10 +386,11 @@ def _chunked_manifest(
         ds.id.chunk_iter(infos.append)
     if not infos:
         return ChunkManifest.empty(grid), []
-    index = np.array([i.chunk_offset for i in infos], dtype=np.int64) // np.array(chunks)
-    masks = np.array([i.filter_mask for i in infos], dtype=np.int64)
-    offsets = np.array([i.byte_offset for i in infos], dtype=np.uint64)
-    lengths = np.array([i.size for i in infos], dtype=np.uint64)
+    starts, filter_masks, byte_offsets, sizes = zip(*infos, strict=True)
+    index = np.array(starts, dtype=np.int64).reshape(len(infos), -1) // np.array(chunks)
+    masks = np.array(filter_masks, dtype=np.int64)
+    offsets = np.array(byte_offsets, dtype=np.uint64)
+    lengths = np.array(sizes, dtype=np.uint64)
     inside = np.all(index < np.array(grid), axis=1)
     where = tuple(index[inside].T)
     path_ids = np.full(grid, MISSING, dtype=np.int32)
