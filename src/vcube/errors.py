@@ -11,6 +11,9 @@ __all__ = [
     "IncompatibleArraysError",
     "NotVirtualizableError",
     "ReadOnlyError",
+    "SourceChangedError",
+    "SourceNotFoundError",
+    "StoreNotFoundError",
     "TransientIOError",
     "UnsupportedFeatureError",
     "UnsupportedFormatError",
@@ -58,6 +61,10 @@ class StoreNotFoundError(VcubeError, ValueError):
 
 class SourceNotFoundError(VcubeError, FileNotFoundError):
     """A source file does not exist."""
+
+
+class SourceChangedError(VcubeError, OSError):
+    """A source file no longer holds the bytes its references point to."""
 
 
 class TransientIOError(VcubeError, OSError):

@@ -27,15 +27,28 @@ if TYPE_CHECKING:
 
     from obstore.store import ObjectStore
 
-__all__ = ["ObjectReader", "ReadOptions", "ReadStats", "ReadStrategy", "translate_io_error"]
+__all__ = [
+    "ObjectReader",
+    "ReadOptions",
+    "ReadStats",
+    "ReadStrategy",
+    "is_transient",
+    "translate_io_error",
+]
 
 ReadStrategy = Literal["ranges", "blocks", "whole"]
 
 _TRANSIENT = re.compile(
     r"timed? ?out|connection|reset|broken pipe|temporar|throttl|slow ?down|too many requests|"
-    r"\b(429|500|502|503|504)\b|service unavailable|internal ?error",
+    r"service unavailable|internal ?error|kind: (connect|request|timeout|interrupted)|"
+    r"incompletemessage",
     re.IGNORECASE,
 )
+# An HTTP status, when obstore reports one, decides; only these are worth retrying.
+_STATUS = re.compile(r"status(?: code)?:? *(\d{3})", re.IGNORECASE)
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# obstore's report of its own retry budget ("retry_timeout: 180s") is not a symptom.
+_RETRY_REPORT = re.compile(r"^\s*(retries|max_retries|elapsed|retry_timeout)\b.*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +95,22 @@ def translate_io_error(err: Exception, url: str) -> Exception:
         return SourceNotFoundError(f"{url}: file not found")
     if isinstance(err, PermissionError | PermissionDeniedError):
         return VcubeError(f"{url}: permission denied ({_first_line(err)})")
-    if isinstance(err, TimeoutError | ConnectionError) or (
-        isinstance(err, BaseError | OSError) and _TRANSIENT.search(str(err))
-    ):
+    if is_transient(err):
         return TransientIOError(f"{url}: transient I/O error: {_first_line(err)}")
     return VcubeError(f"{url}: I/O error: {_first_line(err)}")
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for failures a retry may cure: timeouts, dropped connections, throttling, 5xx."""
+    if isinstance(err, TimeoutError | ConnectionError):
+        return True
+    if not isinstance(err, BaseError | OSError):
+        return False
+    text = str(err)
+    status = _STATUS.search(text)
+    if status:
+        return int(status.group(1)) in _TRANSIENT_STATUS
+    return bool(_TRANSIENT.search(_RETRY_REPORT.sub("", text)))
 
 
 def _first_line(err: BaseException) -> str:
@@ -156,15 +180,11 @@ class ObjectReader(io.RawIOBase):
         size = self.options.block_size
         first, last = start // size, (stop - 1) // size
         wanted = [b for b in range(first, last + 1) if b not in self._blocks]
-        if wanted:
-            starts = [b * size for b in wanted]
-            ends = [min((b + 1) * size, self.size) for b in wanted]
-            fetched = self._call(
-                lambda: obstore.get_ranges(self._store, self._path, starts=starts, ends=ends)
-            )
-            for b, s, e, data in zip(wanted, starts, ends, fetched, strict=True):
-                self.stats.add(self.url, e - s)
-                self._blocks[b] = bytes(data)
+        for run in _runs(wanted):
+            # One request per run of adjacent missing blocks, split into blocks afterwards.
+            data = self._fetch(run[0] * size, min((run[-1] + 1) * size, self.size))
+            for i, b in enumerate(run):
+                self._blocks[b] = data[i * size : (i + 1) * size]
         parts = []
         for b in range(first, last + 1):
             self._blocks.move_to_end(b)
@@ -194,3 +214,14 @@ class ObjectReader(io.RawIOBase):
             return fn()
         except Exception as err:
             raise translate_io_error(err, self.url) from err
+
+
+def _runs(blocks: list[int]) -> list[list[int]]:
+    """Consecutive block numbers grouped: [1, 2, 3, 7, 8] -> [[1, 2, 3], [7, 8]]."""
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and runs[-1][-1] == b - 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return runs

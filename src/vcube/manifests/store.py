@@ -17,7 +17,7 @@ import obstore
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
-from vcube.errors import ReadOnlyError
+from vcube.errors import ReadOnlyError, SourceChangedError
 from vcube.manifests.array import ManifestArray
 from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import MISSING
@@ -128,9 +128,15 @@ class ManifestStore(Store):
             return b""
         try:
             store, path = self._registry.resolve(url)
-            return await obstore.get_range_async(store, path, start=start, end=end)
+            data = await obstore.get_range_async(store, path, start=start, end=end)
         except Exception as err:
             raise translate_io_error(err, url) from err
+        if len(data) != end - start:
+            raise SourceChangedError(
+                f"{url}: expected {end - start} bytes at offset {start}, got {len(data)}; did the "
+                f"file change after it was virtualized? Virtualize it again."
+            )
+        return data
 
     async def get_partial_values(
         self,
