@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path  # noqa: TC003  (typer reads the annotations at run time)
+from typing import Annotated
 
 import typer
 
 from vcube.api import open_virtual_dataset
 from vcube.demo import run_demo
 from vcube.errors import VcubeError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 app = typer.Typer(
     help="Turn archival scientific files into one virtual, cloud-optimized Zarr datacube.",
