@@ -44,6 +44,15 @@ def hdf5_filters_to_codecs(
     filters: Sequence[HDF5Filter], *, itemsize: int, variable: str
 ) -> list[Codec]:
     """The bytes-to-bytes codecs equivalent to an HDF5 filter pipeline."""
+    ids = [f.id for f in filters]
+    if 3 in ids and 2 in ids[ids.index(3) :] and 4 % itemsize:
+        # After fletcher32 a chunk is 4 bytes longer; HDF5's shuffle leaves the bytes past the
+        # last whole element in place, numcodecs' shuffle refuses them.
+        raise NotVirtualizableError(
+            f"variable {variable!r} is shuffled after its fletcher32 checksum with "
+            f"{itemsize}-byte elements, which no Zarr codec decodes. Load it instead: "
+            f"HDFParser(load_unsupported=[{variable!r}]) or loadable_variables=[{variable!r}]."
+        )
     return [_codec(f, itemsize, variable) for f in filters]
 
 

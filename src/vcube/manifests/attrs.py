@@ -42,14 +42,19 @@ def decode_attributes(attrs: Mapping[str, Any], dtype: np.dtype[Any] | None) -> 
 
 def json_value(value: Any) -> Any:
     """A JSON-compatible version of an attribute value (NaN and infinities stay floats)."""
+    if isinstance(value, np.void) and value.dtype.names:
+        return {str(k): json_value(value[k]) for k in value.dtype.names}
     if isinstance(value, np.ndarray):
+        if value.dtype.names:
+            return [json_value(v) for v in value.reshape(-1)]
         if value.size == 1 and value.ndim <= 1:
             return json_value(value.reshape(()).item())
         return [json_value(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return json_value(value.item())
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="surrogateescape")
+        # netCDF4 shows undecodable bytes as U+FFFD; lone surrogates are not valid JSON text.
+        return value.decode("utf-8", errors="replace")
     if isinstance(value, complex):
         return [value.real, value.imag]
     if isinstance(value, list | tuple):

@@ -77,6 +77,7 @@ def _to_manifest_array(name: str, var: xr.Variable) -> ManifestArray:
     if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
         var.encoding["_FillValue"] = None  # else xarray's encoder invents NaN for floats
     encoded = encode_cf_variable(var, name=name)
+    _keep_source_time_attrs(var.encoding, encoded.attrs)
     values: Any = encoded.values
     return inline_array(
         values,
@@ -84,6 +85,17 @@ def _to_manifest_array(name: str, var: xr.Variable) -> ManifestArray:
         dimension_names=tuple(str(d) for d in encoded.dims),
         attributes=encode_attributes(encoded.attrs, values.dtype),
     )
+
+
+def _keep_source_time_attrs(encoding: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Write the time `units` and `calendar` back as the file had them: xarray's encoder spells
+    units its own way ("...Z" becomes "...+00:00") and adds a calendar the file did not name."""
+    units = encoding.get("units")
+    if not isinstance(units, str) or "units" not in attrs:
+        return
+    attrs["units"] = units
+    if "calendar" not in encoding:
+        attrs.pop("calendar", None)
 
 
 def _join(prefix: str, name: str) -> str:

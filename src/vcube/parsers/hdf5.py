@@ -141,7 +141,7 @@ class _Walker:
         self.parser = parser
         self.url = url
         self.file = file
-        self.scale_names: dict[int, str] = {}
+        self.scales: dict[int, tuple[str, int]] = {}
         self.phony_count = [0]
 
     def group(self, group: h5py.Group) -> ManifestGroup:
@@ -155,6 +155,7 @@ class _Walker:
             if isinstance(node, h5py.Group):
                 groups[key] = self.group(node)
         for key, node in nodes:
+            # A dangling soft or external link gives None: skipped, as h5py cannot open it.
             if isinstance(node, h5py.Dataset):
                 name = key.removeprefix(NON_COORD_PREFIX)
                 raw_attrs = self.attributes(node)
@@ -167,14 +168,18 @@ class _Walker:
     def variable(
         self, ds: h5py.Dataset, name: str, raw_attrs: dict[str, Any], phony: _PhonyDims
     ) -> ManifestArray:
-        dims = self.dimension_names(ds, name, raw_attrs, phony)
+        dims, lengths = self.dimensions(ds, name, raw_attrs, phony)
+        # netCDF-C stops a record variable at the records written; netCDF4 shows it at the length
+        # of its unlimited dimension, the rest reading as fill.
+        shape = tuple(max(n, length) for n, length in zip(ds.shape, lengths, strict=True))
         attrs = {k: v for k, v in raw_attrs.items() if k not in HIDDEN_ATTRS}
+        layout = _Layout(ds, name, shape, dims, attrs, self.source_url(ds, name))
         try:
-            return _virtual_array(ds, name, dims, attrs, self.parser, self.url)
+            return _virtual_array(layout, self.parser)
         except NotVirtualizableError as err:
             if not self.parser.loads(name):
                 raise
-            return _loaded_array(ds, name, dims, attrs, self.parser, self.url, err)
+            return _loaded_array(layout, self.parser, err)
         except VcubeError:
             raise
         except (OSError, RuntimeError, ValueError, TypeError) as err:
@@ -197,32 +202,69 @@ class _Walker:
                     f"({err})"
                 ) from err
             if isinstance(value, h5py.Empty):
-                value = "" if value.dtype.kind == "S" else None
+                value = "" if value.dtype.kind == "S" else np.empty(0, value.dtype)
             out[key] = value
         return out
 
-    def dimension_names(
+    def source_url(self, ds: h5py.Dataset, name: str) -> str:
+        """The URL of the file holding `ds`'s bytes: another file behind an external link."""
+        if ds.id.fileno == self.file.id.fileno:
+            return self.url
+        if local_path(self.url) is None:
+            raise NotVirtualizableError(
+                f"{self.url}: variable {name!r} is an external link into {ds.file.filename!r}, "
+                f"which vcube can follow only for local files; virtualize that file itself"
+            )
+        return normalize_url(ds.file.filename)
+
+    def dimensions(
         self, ds: h5py.Dataset, name: str, raw_attrs: dict[str, Any], phony: _PhonyDims
-    ) -> tuple[str, ...]:
+    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Dimension names and lengths (0 where the dataset's own length decides)."""
         if ds.ndim == 0:
-            return ()
+            return (), ()
         if raw_attrs.get("CLASS") == b"DIMENSION_SCALE" and ds.ndim == 1:
-            return (name,)
+            return (name,), (self.scale(ds.id)[1],)
         names: list[str | None] = [None] * ds.ndim
+        lengths = [0] * ds.ndim
         for axis, refs in enumerate(raw_attrs.get("DIMENSION_LIST", ())):
             if len(refs):
-                names[axis] = self.scale_name(refs[0])
-        return phony.fill(names, ds.shape)
+                names[axis], lengths[axis] = self.scale(h5py.h5r.dereference(refs[0], ds.id))
+        return phony.fill(names, ds.shape), tuple(lengths)
 
-    def scale_name(self, ref: h5py.Reference) -> str:
+    def scale(self, target: Any) -> tuple[str, int]:
+        """Name and length of a dimension scale; an unlimited one is as long as the longest
+        dataset attached to it."""
         # References do not hash by target, so scales are keyed by their object address.
-        target = h5py.h5r.dereference(ref, self.file.id)
         address = h5py.h5o.get_info(target).addr
-        if address not in self.scale_names:
-            scale_path = (h5py.h5i.get_name(target) or b"").decode()
-            base = posixpath.basename(scale_path).removeprefix(NON_COORD_PREFIX)
-            self.scale_names[address] = base
-        return self.scale_names[address]
+        if address not in self.scales:
+            path = (h5py.h5i.get_name(target) or b"").decode()
+            name = posixpath.basename(path).removeprefix(NON_COORD_PREFIX)
+            self.scales[address] = (name, _scale_length(h5py.Dataset(target)))
+        return self.scales[address]
+
+
+def _scale_length(scale: h5py.Dataset) -> int:
+    length = int(scale.shape[0]) if scale.ndim else 0
+    if not scale.maxshape or scale.maxshape[0] is not None:
+        return length
+    attached = scale.attrs.get("REFERENCE_LIST")
+    for entry in attached if attached is not None else ():
+        shape = h5py.h5r.dereference(entry[0], scale.id).shape
+        length = max(length, int(shape[int(entry[1])]))
+    return length
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """One dataset and what the variable made of it looks like."""
+
+    ds: h5py.Dataset
+    name: str
+    shape: tuple[int, ...]
+    dims: tuple[str, ...]
+    attrs: dict[str, Any]
+    url: str
 
 
 class _PhonyDims:
@@ -255,81 +297,68 @@ def _is_pure_dimension(raw_attrs: dict[str, Any]) -> bool:
     return isinstance(label, bytes) and label.startswith(PURE_DIMENSION.encode())
 
 
-def _virtual_array(
-    ds: h5py.Dataset,
-    name: str,
-    dims: tuple[str, ...],
-    attrs: dict[str, Any],
-    parser: HDFParser,
-    url: str,
-) -> ManifestArray:
+def _virtual_array(v: _Layout, parser: HDFParser) -> ManifestArray:
+    ds, name, url = v.ds, v.name, v.url
     dtype = _check_dtype(ds, name, url)
     if dtype.kind == "O":
-        return _loaded_array(ds, name, dims, attrs, parser, url, None)
+        return _loaded_array(v, parser, None)
     plist = ds.id.get_create_plist()
     layout = plist.get_layout()
     if plist.get_external_count():
         raise NotVirtualizableError(f"{url}: variable {name!r} is stored in external files")
-    fill = _fill_value(ds, dtype)
     skipped: list[tuple[int, ...]] = []
     if layout == h5py.h5d.CHUNKED:
         chunks = tuple(int(c) for c in ds.chunks)
         codecs = hdf5_filters_to_codecs(_filters(plist), itemsize=dtype.itemsize, variable=name)
-        manifest, skipped = _chunked_manifest(ds, chunks, url)
-    elif layout == h5py.h5d.CONTIGUOUS:
+        manifest, skipped = _chunked_manifest(ds, v.shape, chunks, url)
+    elif layout in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT):
+        # One chunk holding the whole stored array (compact data lives in the object header, so
+        # its bytes are held inline).
         chunks = tuple(max(int(n), 1) for n in ds.shape)
         codecs = []
-        manifest = _contiguous_manifest(ds, url)
-    elif layout == h5py.h5d.COMPACT:
-        chunks = tuple(max(int(n), 1) for n in ds.shape)
-        codecs = []
-        manifest = _compact_manifest(ds, dtype)
+        manifest = _single_chunk_manifest(ds, v.shape, chunks, url, dtype, layout)
     else:
         raise NotVirtualizableError(f"{url}: variable {name!r} is an HDF5 virtual dataset")
     info = array_metadata(
-        shape=ds.shape,
+        shape=v.shape,
         dtype=dtype,
         chunks=chunks,
         codecs=codecs,
-        fill_value=fill,
-        dimension_names=dims,
-        attributes=encode_attributes(attrs, dtype),
+        fill_value=_fill_value(ds, dtype),
+        dimension_names=v.dims,
+        attributes=encode_attributes(v.attrs, dtype),
     )
     if skipped:
         manifest = _reencode(ds, info, manifest, skipped, parser, url, name)
     return ManifestArray(info, manifest, name=name)
 
 
-def _loaded_array(
-    ds: h5py.Dataset,
-    name: str,
-    dims: tuple[str, ...],
-    attrs: dict[str, Any],
-    parser: HDFParser,
-    url: str,
-    reason: Exception | None,
-) -> ManifestArray:
-    nbytes = ds.size * max(ds.dtype.itemsize, 8)
+def _loaded_array(v: _Layout, parser: HDFParser, reason: Exception | None) -> ManifestArray:
+    ds = v.ds
+    nbytes = int(np.prod(v.shape)) * max(ds.dtype.itemsize, 8)
     if nbytes > parser.max_load_bytes:
         why = f" ({reason})" if reason else ""
         raise NotVirtualizableError(
-            f"{url}: variable {name!r} must be loaded to be read{why}, but at about {nbytes} "
+            f"{v.url}: variable {v.name!r} must be loaded to be read{why}, but at about {nbytes} "
             f"bytes it exceeds max_load_bytes={parser.max_load_bytes}"
         )
     string_info = h5py.check_string_dtype(ds.dtype)
     if string_info is not None and string_info.length is None:
-        values = ds.asstr()[()] if ds.ndim else np.array(ds.asstr()[()], dtype=object)
-        values = np.asarray(values, dtype=object)
-        fill = ""
+        values = np.asarray(ds.asstr()[()], dtype=object)
+        fill: Any = ""
     else:
         values = np.asarray(ds[()])
         fill = _fill_value(ds, values.dtype)
+    if values.shape != v.shape:
+        padded = np.full(v.shape, fill, dtype=values.dtype)
+        padded[tuple(slice(0, n) for n in values.shape)] = values
+        values = padded
     return inline_array(
         values,
-        name=name,
+        name=v.name,
         fill_value=fill,
-        dimension_names=dims,
-        attributes=encode_attributes(attrs, values.dtype),
+        dimension_names=v.dims,
+        attributes=encode_attributes(v.attrs, values.dtype),
     )
 
 
@@ -377,10 +406,10 @@ def _filters(plist: h5py.h5p.PropDCID) -> list[HDF5Filter]:
 
 
 def _chunked_manifest(
-    ds: h5py.Dataset, chunks: tuple[int, ...], url: str
+    ds: h5py.Dataset, shape: tuple[int, ...], chunks: tuple[int, ...], url: str
 ) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
     """The manifest from HDF5's chunk index, and the chunks stored with some filters skipped."""
-    grid = tuple(-(-int(n) // c) for n, c in zip(ds.shape, chunks, strict=True))
+    grid = tuple(-(-int(n) // c) for n, c in zip(shape, chunks, strict=True))
     infos: list[Any] = []
     if ds.size:
         ds.id.chunk_iter(infos.append)
@@ -391,7 +420,8 @@ def _chunked_manifest(
     masks = np.array(filter_masks, dtype=np.int64)
     offsets = np.array(byte_offsets, dtype=np.uint64)
     lengths = np.array(sizes, dtype=np.uint64)
-    inside = np.all(index < np.array(grid), axis=1)
+    # Chunks past the current extent (a dataset shrunk after writing) hold no visible data.
+    inside = np.all(index < -(-np.array(ds.shape) // np.array(chunks)), axis=1)
     where = tuple(index[inside].T)
     path_ids = np.full(grid, MISSING, dtype=np.int32)
     path_ids[where] = 0
@@ -447,21 +477,28 @@ def _reencode(
     return manifest.with_inline(skipped, encoded)
 
 
-def _contiguous_manifest(ds: h5py.Dataset, url: str) -> ChunkManifest:
-    grid = tuple(1 if n else 0 for n in ds.shape)
-    offset = ds.id.get_offset()
-    if offset is None or not ds.size:
-        return ChunkManifest.empty(grid)
-    return ChunkManifest.from_file(
-        url,
-        offsets=np.full(grid, offset, dtype=np.uint64),
-        lengths=np.full(grid, ds.id.get_storage_size(), dtype=np.uint64),
-    )
-
-
-def _compact_manifest(ds: h5py.Dataset, dtype: np.dtype[Any]) -> ChunkManifest:
-    grid = tuple(1 if n else 0 for n in ds.shape)
+def _single_chunk_manifest(
+    ds: h5py.Dataset,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    url: str,
+    dtype: np.dtype[Any],
+    layout: int,
+) -> ChunkManifest:
+    """Chunk 0 holds the stored array; any chunks beyond it (the variable is longer than what
+    was written) are missing."""
+    manifest = ChunkManifest.empty(tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True)))
+    first = (0,) * len(shape)
     if not ds.size:
-        return ChunkManifest.empty(grid)
-    raw = np.ascontiguousarray(np.asarray(ds[()], dtype=dtype)).tobytes()
-    return ChunkManifest.from_inline([raw], grid)
+        return manifest
+    if layout == h5py.h5d.COMPACT:
+        raw = np.ascontiguousarray(np.asarray(ds[()], dtype=dtype)).tobytes()
+        return manifest.with_inline([first], [raw])
+    offset = ds.id.get_offset()
+    if offset is None:
+        return manifest
+    path_ids, offsets, lengths = manifest.path_ids, manifest.offsets, manifest.lengths
+    path_ids[first] = 0
+    offsets[first] = offset
+    lengths[first] = ds.id.get_storage_size()
+    return ChunkManifest(paths=(url,), path_ids=path_ids, offsets=offsets, lengths=lengths)
