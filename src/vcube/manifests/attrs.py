@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["decode_attributes", "encode_attributes", "json_value"]
+__all__ = ["decode_attributes", "encode_attributes", "json_value", "strict_json"]
 
 FILL_VALUE = "_FillValue"
 
@@ -61,6 +61,18 @@ def json_value(value: Any) -> Any:
         return [json_value(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): json_value(v) for k, v in value.items()}
+    return value
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and infinities spelled as the strings Zarr v3 uses for fill values, for
+    stores whose JSON parser rejects them (Icechunk); zarr-python itself reads them either way."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
     return value
 
 
