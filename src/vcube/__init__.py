@@ -1,7 +1,7 @@
 """vcube: archival scientific files as one virtual, cloud-optimized Zarr datacube."""
 
 from vcube import accessor as _accessor  # registers ds.vcube
-from vcube.api import open_virtual_dataset
+from vcube.api import open_virtual_dataset, open_virtual_mfdataset
 from vcube.errors import (
     ChunkNotFoundError,
     IncompatibleArraysError,
@@ -32,4 +32,5 @@ __all__ = [
     "UnsupportedFormatError",
     "VcubeError",
     "open_virtual_dataset",
+    "open_virtual_mfdataset",
 ]

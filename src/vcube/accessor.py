@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import xarray as xr
 
+from vcube.api import REPORT_KEY
 from vcube.manifests import ManifestArray
+from vcube.mapreduce import MapReport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +32,13 @@ class VcubeDatasetAccessor:
             data = var.data
             total += data.manifest.nbytes if isinstance(data, ManifestArray) else var.nbytes
         return total
+
+    @property
+    def report(self) -> MapReport | None:
+        """What `open_virtual_mfdataset` virtualized: files that succeeded, failures (URL, error,
+        attempts) and attempts made; None for a dataset it did not make."""
+        report = self._ds.encoding.get(REPORT_KEY)
+        return report if isinstance(report, MapReport) else None
 
     @property
     def nrefs(self) -> int:

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import xarray as xr
 import zarr.api.asynchronous
 from zarr.core.sync import sync
 
+from vcube.errors import VcubeError
 from vcube.manifests.attrs import decode_attributes
+from vcube.mapreduce import OnError, Task, run_tasks
+from vcube.parallel import Parallel, RetryPolicy, get_executor
 from vcube.parsers import detect_parser
-from vcube.registry import ObjectStoreRegistry, normalize_url
+from vcube.progress import Callback, make_callback
+from vcube.registry import ObjectStoreRegistry, expand_glob, normalize_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from pathlib import Path
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from xarray.core.types import CombineAttrsOptions, CompatOptions, JoinOptions
 
     from vcube.manifests import ManifestArray, ManifestStore
     from vcube.parsers import Parser
 
-__all__ = ["open_virtual_dataset", "virtual_dataset"]
+__all__ = ["open_virtual_dataset", "open_virtual_mfdataset", "virtual_dataset"]
+
+REPORT_KEY = "vcube_report"
 
 
 def open_virtual_dataset(
@@ -66,6 +74,129 @@ def open_virtual_dataset(
         decode_times=decode_times,
         drop_variables=drop_variables,
     )
+
+
+def open_virtual_mfdataset(
+    paths: str | Path | Sequence[Any],
+    registry: ObjectStoreRegistry | None = None,
+    parser: Parser | None = None,
+    *,
+    concat_dim: str | Sequence[str | None] | None = None,
+    compat: CompatOptions = "override",
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None = None,
+    data_vars: Literal["all", "minimal", "different"] | None = "minimal",
+    coords: Any = "minimal",
+    combine: Literal["by_coords", "nested"] = "by_coords",
+    parallel: Parallel = False,
+    join: JoinOptions = "exact",
+    combine_attrs: CombineAttrsOptions = "override",
+    retries: int = 3,
+    on_error: OnError = "raise",
+    progress: bool | Callback = False,
+    max_workers: int | None = None,
+    **open_kwargs: Any,
+) -> xr.Dataset:
+    """Virtualize many files in parallel and combine them into one virtual datacube.
+
+    The combine keywords are `xarray.open_mfdataset`'s, with defaults that never compare or
+    load the values of virtual variables.
+
+    Parameters
+    ----------
+    paths
+        A glob (local or in object storage), or a list of paths / URLs (nested lists for
+        `combine="nested"` over several dimensions).
+    registry, parser
+        As for `open_virtual_dataset`; `parser` is detected per file when None.
+    parallel
+        False (serial), "threads", "processes", "dask", "lithops", an `Executor` class, or a
+        configured `Executor` instance.
+    retries
+        Attempts beyond the first for a file whose failure is transient (timeouts, dropped
+        connections, throttling, HTTP 5xx), with exponential backoff and jitter.
+    on_error
+        "raise" the first failure, or leave failed files out and "warn" or "skip" silently;
+        `ds.vcube.report` lists the failures either way.
+    progress
+        True for a progress bar, or a `vcube.progress.Callback`.
+    max_workers
+        Workers of the thread or process pool vcube creates.
+    **open_kwargs
+        Passed to `open_virtual_dataset` (`loadable_variables`, `decode_times`, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        The combined virtual dataset; `ds.vcube.report` tells what was virtualized.
+    """
+    registry = registry or ObjectStoreRegistry()
+    nested = _expand(paths, registry)
+    urls = list(_flatten(nested))
+    if not urls:
+        raise VcubeError(f"no files match {paths!r}")
+    policy = RetryPolicy(retries=retries)
+    tasks = [
+        Task(i, url, open_virtual_dataset, registry, parser, open_kwargs, preprocess, policy)
+        for i, url in enumerate(urls)
+    ]
+    executor, owned = get_executor(parallel, max_workers=max_workers)
+    try:
+        datasets, report = run_tasks(
+            tasks, executor, on_error=on_error, progress=make_callback(progress)
+        )
+    finally:
+        if owned:
+            executor.shutdown()
+    if not datasets:
+        raise VcubeError(f"none of the {len(urls)} files could be virtualized")
+    kwargs: dict[str, Any] = {
+        "compat": compat,
+        "data_vars": data_vars,
+        "coords": coords,
+        "join": join,
+        "combine_attrs": combine_attrs,
+    }
+    if combine == "nested":
+        grid = _regrid(nested, datasets, report.failures)
+        combined = xr.combine_nested(grid, concat_dim=concat_dim, **kwargs)
+    else:
+        combined = xr.combine_by_coords(datasets, **kwargs)
+    if not isinstance(combined, xr.Dataset):
+        raise VcubeError("the files combined into a DataArray, not a Dataset")
+    combined.encoding[REPORT_KEY] = report
+    return combined
+
+
+def _expand(paths: str | Path | Sequence[Any], registry: ObjectStoreRegistry) -> Any:
+    if isinstance(paths, str | Path):
+        return expand_glob(str(paths), registry)
+    return [
+        _expand(p, registry) if isinstance(p, list | tuple) else normalize_url(p) for p in paths
+    ]
+
+
+def _flatten(nested: Any) -> Iterator[str]:
+    for item in nested:
+        if isinstance(item, list):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+def _regrid(nested: Any, datasets: list[xr.Dataset], failures: Sequence[Any]) -> Any:
+    """The datasets in the nesting of the input; a failed file can only be left out of a
+    one-dimensional list."""
+    if failures and any(isinstance(item, list) for item in nested):
+        raise VcubeError(
+            f"{len(failures)} files failed (first: {failures[0].url}); a multi-dimensional "
+            f"nested combine cannot leave them out. Fix them or use on_error='raise'."
+        )
+    remaining = iter(datasets)
+
+    def rebuild(level: Any) -> Any:
+        return [rebuild(x) if isinstance(x, list) else next(remaining) for x in level]
+
+    return rebuild(nested) if not failures else datasets
 
 
 def virtual_dataset(

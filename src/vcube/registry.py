@@ -5,23 +5,27 @@ Local paths and `file://` URLs need no registration: they resolve to a `LocalSto
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+import obstore
 from obstore.store import LocalStore
 
 from vcube.errors import StoreNotFoundError
+from vcube.readers import translate_io_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from obstore.store import ObjectStore
 
-__all__ = ["ObjectStoreRegistry", "local_path", "normalize_url"]
+__all__ = ["ObjectStoreRegistry", "expand_glob", "local_path", "normalize_url"]
 
-REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "azure", "http", "https", "memory")
+GLOB_CHARS = frozenset("*?[")
 
 
 def normalize_url(url_or_path: str | Path) -> str:
@@ -102,3 +106,28 @@ def _strip(prefix: str) -> str:
 def _bucket_prefix(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def expand_glob(pattern: str, registry: ObjectStoreRegistry) -> list[str]:
+    """The sorted URLs matching a glob (`data/*.nc`, `s3://bucket/2024/*/*.nc`); a string with
+    no glob characters is returned as the one URL it names."""
+    if not GLOB_CHARS & set(pattern):
+        return [normalize_url(pattern)]
+    scheme = urlsplit(pattern).scheme
+    if len(scheme) <= 1 or scheme == "file":
+        local = local_path(pattern) if scheme == "file" else pattern
+        absolute = str(Path(local or pattern).expanduser().absolute())
+        return sorted(Path(p).resolve().as_uri() for p in glob.glob(absolute) if Path(p).is_file())
+    url = pattern
+    # List from the deepest folder without glob characters, then match the whole URL.
+    fixed = url[: min(url.index(c) for c in GLOB_CHARS if c in url)]
+    folder = fixed[: fixed.rfind("/") + 1]
+    store, prefix, registered = registry.resolve_with_prefix(folder)
+    base = f"{registered}/" if registered else folder[: len(folder) - len(prefix)]
+    try:
+        listed = [
+            base + meta["path"] for batch in obstore.list(store, prefix=prefix) for meta in batch
+        ]
+    except Exception as err:
+        raise translate_io_error(err, folder) from err
+    return sorted(u for u in listed if fnmatch.fnmatchcase(u, url))

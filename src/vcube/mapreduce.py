@@ -1,0 +1,141 @@
+"""The map step of `open_virtual_mfdataset`: one task per file on any executor.
+
+Tasks are plain picklable values, so the same code runs in a thread, a process, a dask worker or
+a lithops function; results come back in input order, whatever order they finish in.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from vcube.errors import VcubeError, VcubeWarning
+from vcube.parallel import RetryPolicy, SerialExecutor, TaskFailure, run_with_retries
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from concurrent.futures import Executor
+
+    import xarray as xr
+
+    from vcube.parsers import Parser
+    from vcube.progress import Callback
+    from vcube.registry import ObjectStoreRegistry
+
+__all__ = ["MapReport", "Outcome", "PartialFailureWarning", "Task", "run_tasks"]
+
+OnError = Literal["raise", "warn", "skip"]
+
+
+class PartialFailureWarning(VcubeWarning):
+    """Some files failed and were left out of the result (`on_error="warn"`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Virtualize one file (the index keeps the input order)."""
+
+    index: int
+    url: str
+    opener: Callable[..., xr.Dataset]
+    registry: ObjectStoreRegistry | None
+    parser: Parser | None
+    open_kwargs: dict[str, Any]
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None
+    retry: RetryPolicy
+
+    def __call__(self) -> Outcome:
+        ds, err, attempts = run_with_retries(self._open, self.retry)
+        failure = None if err is None else _failure(self.url, err, attempts)
+        return Outcome(self.index, self.url, ds, failure, attempts)
+
+    def _open(self) -> xr.Dataset:
+        ds = self.opener(self.url, registry=self.registry, parser=self.parser, **self.open_kwargs)
+        return self.preprocess(ds) if self.preprocess is not None else ds
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one task produced: a virtual dataset, or a failure."""
+
+    index: int
+    url: str
+    dataset: xr.Dataset | None
+    failure: TaskFailure | None
+    attempts: int
+
+
+@dataclass(slots=True)
+class MapReport:
+    """Files virtualized, files that failed (with why), and attempts made."""
+
+    succeeded: list[str] = field(default_factory=list)
+    failures: list[TaskFailure] = field(default_factory=list)
+    attempts: int = 0
+
+    @property
+    def retried(self) -> int:
+        """Attempts beyond the first, summed over all files."""
+        return self.attempts - len(self.succeeded) - len(self.failures)
+
+
+def _run(task: Task) -> Outcome:
+    return task()
+
+
+def run_tasks(
+    tasks: Sequence[Task], executor: Executor, *, on_error: OnError, progress: Callback
+) -> tuple[list[xr.Dataset], MapReport]:
+    """Run every task; the datasets of those that succeeded, in input order, and a report."""
+    progress.on_start(len(tasks))
+    outcomes: list[Outcome] = []
+    try:
+        if isinstance(executor, SerialExecutor):
+            for task in tasks:
+                outcomes.append(task())
+                progress.on_task_end(outcomes[-1])
+        elif not getattr(executor, "supports_submit", True):
+            for outcome in executor.map(_run, tasks):
+                outcomes.append(outcome)
+                progress.on_task_end(outcome)
+        else:
+            futures = [executor.submit(_run, task) for task in tasks]
+            for future in as_completed(futures):
+                outcomes.append(future.result())
+                progress.on_task_end(outcomes[-1])
+    finally:
+        progress.on_end()
+    outcomes.sort(key=lambda o: o.index)
+    report = MapReport(
+        succeeded=[o.url for o in outcomes if o.failure is None],
+        failures=[o.failure for o in outcomes if o.failure is not None],
+        attempts=sum(o.attempts for o in outcomes),
+    )
+    _handle_failures(report, on_error)
+    return [o.dataset for o in outcomes if o.dataset is not None], report
+
+
+def _handle_failures(report: MapReport, on_error: OnError) -> None:
+    if not report.failures:
+        return
+    first = report.failures[0]
+    if on_error == "raise":
+        if first.exception is not None:
+            raise first.exception
+        raise VcubeError(f"{first.url}: {first.error_type}: {first.message}")
+    if on_error == "warn":
+        listed = "; ".join(f"{f.url}: {f.error_type}: {f.message}" for f in report.failures[:5])
+        more = f" (+{len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
+        warnings.warn(
+            f"{len(report.failures)} of {len(report.failures) + len(report.succeeded)} files "
+            f"failed and were left out: {listed}{more}",
+            PartialFailureWarning,
+            stacklevel=3,
+        )
+
+
+def _failure(url: str, err: BaseException, attempts: int) -> TaskFailure:
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return TaskFailure(url, type(err).__name__, message, attempts, exception=err)
