@@ -84,7 +84,7 @@ def open_virtual_mfdataset(
     concat_dim: str | Sequence[str | None] | None = None,
     compat: CompatOptions = "override",
     preprocess: Callable[[xr.Dataset], xr.Dataset] | None = None,
-    data_vars: Literal["all", "minimal", "different"] | None = "minimal",
+    data_vars: Literal["all", "minimal", "different"] | None = None,
     coords: Any = "minimal",
     combine: Literal["by_coords", "nested"] = "by_coords",
     parallel: Parallel = False,
@@ -99,7 +99,8 @@ def open_virtual_mfdataset(
     """Virtualize many files in parallel and combine them into one virtual datacube.
 
     The combine keywords are `xarray.open_mfdataset`'s, with defaults that never compare or
-    load the values of virtual variables.
+    load the values of virtual variables (`data_vars=None` joins only the variables that have
+    the join dimension, or all of them along a new dimension).
 
     Parameters
     ----------
