@@ -202,3 +202,36 @@ def test_reduce_holds_only_references(archive: list[Path]) -> None:
     # 160 chunk references (20 bytes each) plus 40 paths, against 15 kB of data values.
     assert ds.vcube.nbytes < 20 * ds.vcube.nrefs + 40 * 120 + 2_000
     assert ds.vcube.nbytes < data
+
+
+def _exit_worker(ds: xr.Dataset) -> xr.Dataset:
+    if "air_002" in str(ds["air"].data.manifest.paths[0]):
+        import os
+
+        os._exit(1)
+    return ds
+
+
+def test_lost_worker_is_reported_with_its_file(archive: list[Path]) -> None:
+    with pytest.raises(Exception, match=r"air_00\d\.nc") as caught:
+        vcube.open_virtual_mfdataset(archive[:4], parallel="processes", preprocess=_exit_worker)
+    assert not isinstance(caught.value, AssertionError)
+
+
+def test_times_in_different_units_combine_exactly(tmp_path: Path) -> None:
+    paths = []
+    for i, units in enumerate(["days since 2000-01-01", "days since 2000-01-01 12:00:00"]):
+        path = tmp_path / f"t{i}.nc"
+        with netCDF4.Dataset(path, "w") as d:
+            d.createDimension("time", None)
+            t = d.createVariable("time", "f8", ("time",))
+            t.units = units
+            t[:] = [i, i + 0.5]
+            d.createVariable("v", "f4", ("time",), chunksizes=(1,))[:] = [i, i]
+        paths.append(path)
+    ds = vcube.open_virtual_mfdataset(paths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # xarray warns that it changes the units to be exact
+        back = read_back(ds)
+    want = xr.concat([xr.open_dataset(p).load() for p in paths], dim="time")
+    np.testing.assert_array_equal(back["time"].values, want["time"].values)

@@ -48,13 +48,16 @@ class VcubeDatasetAccessor:
     def rename_paths(self, new: str | Callable[[str], str]) -> xr.Dataset:
         """A copy whose chunk references point to new URLs (a string, or a function of the old
         URL), e.g. after moving the files."""
-        ds = self._ds.copy()
-        for name, var in ds.variables.items():
+        renamed: dict[str, xr.Variable] = {}
+        for name, var in self._ds.variables.items():
             data = var.data
             if isinstance(data, ManifestArray):
-                renamed = data.replace(manifest=data.manifest.rename_paths(new))
-                ds[name] = var.copy(data=renamed)  # type: ignore[arg-type]
-        return ds
+                array = data.replace(manifest=data.manifest.rename_paths(new))
+                renamed[str(name)] = var.copy(data=array)  # type: ignore[arg-type]
+        coords = {k: v for k, v in renamed.items() if k in self._ds.coords}
+        # Virtual coordinates get no index: an index would need their values.
+        ds = self._ds.assign_coords(xr.Coordinates(coords, indexes={})) if coords else self._ds
+        return ds.assign({k: v for k, v in renamed.items() if k not in coords})
 
     def _manifest_arrays(self) -> list[ManifestArray]:
         return [v.data for v in self._ds.variables.values() if isinstance(v.data, ManifestArray)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -65,9 +66,10 @@ def open_virtual_dataset(
     url = normalize_url(url)
     registry = registry or ObjectStoreRegistry()
     loadable = None if loadable_variables is None else list(loadable_variables)
+    drop = list(drop_variables or ())
     if parser is None:
-        parser = detect_parser(url, registry, load_unsupported=loadable or ())
-    store = parser(url, registry)
+        parser = detect_parser(url, registry)
+    store = _configured(parser, drop=drop, load=loadable or [])(url, registry)
     return virtual_dataset(
         store,
         loadable_variables=loadable,
@@ -145,9 +147,12 @@ def open_virtual_mfdataset(
         datasets, report = run_tasks(
             tasks, executor, on_error=on_error, progress=make_callback(progress)
         )
-    finally:
-        if owned:
-            executor.shutdown()
+    except BaseException:
+        if owned:  # interrupted or failed: do not wait for the files still queued
+            executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    if owned:
+        executor.shutdown()
     if not datasets:
         raise VcubeError(f"none of the {len(urls)} files could be virtualized")
     kwargs: dict[str, Any] = {
@@ -198,6 +203,22 @@ def _regrid(nested: Any, datasets: list[xr.Dataset], failures: Sequence[Any]) ->
         return [rebuild(x) if isinstance(x, list) else next(remaining) for x in level]
 
     return rebuild(nested) if not failures else datasets
+
+
+def _configured(parser: Parser, *, drop: list[str], load: list[str]) -> Parser:
+    """`parser` also told which variables to drop and which to load, when it takes those options
+    (dropping in the parser skips variables it could not even read)."""
+    candidate: object = parser  # a Parser protocol says nothing of dataclasses
+    if not dataclasses.is_dataclass(candidate) or isinstance(candidate, type):
+        return parser
+    changes: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(candidate)}
+    if drop and "drop_variables" in names:
+        changes["drop_variables"] = (*getattr(parser, "drop_variables", ()), *drop)
+    current = getattr(parser, "load_unsupported", None)
+    if load and "load_unsupported" in names and current is not True:
+        changes["load_unsupported"] = (*(current or ()), *load)
+    return dataclasses.replace(candidate, **changes) if changes else parser  # type: ignore[return-value]
 
 
 def virtual_dataset(

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from vcube.api import open_virtual_mfdataset
+from vcube.errors import VcubeError
 from vcube.manifests import ManifestStore
 
 __all__ = ["DemoReport", "run_demo", "write_sample_archive"]
@@ -46,7 +47,10 @@ class DemoReport:
 
 def write_sample_archive(directory: Path, files: int = 12) -> list[Path]:
     """Write `files` hourly NetCDF4 files (4 variables, zlib + shuffle, chunked) into `directory`."""
-    import netCDF4  # optional: only the demo writes NetCDF4 files
+    try:
+        import netCDF4  # optional: only the demo writes NetCDF4 files
+    except ImportError as err:
+        raise VcubeError("the demo writes NetCDF4 files: pip install 'vcube[demo]'") from err
 
     rng = np.random.default_rng(0)
     lat, lon = np.linspace(-90, 90, 73), np.arange(0, 360, 2.5)

@@ -16,7 +16,7 @@ from vcube.parallel import RetryPolicy, SerialExecutor, TaskFailure, run_with_re
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from concurrent.futures import Executor
+    from concurrent.futures import Executor, Future
 
     import xarray as xr
 
@@ -101,9 +101,9 @@ def run_tasks(
                 outcomes.append(outcome)
                 progress.on_task_end(outcome)
         else:
-            futures = [executor.submit(_run, task) for task in tasks]
+            futures = {executor.submit(_run, task): task for task in tasks}
             for future in as_completed(futures):
-                outcomes.append(future.result())
+                outcomes.append(_outcome(future, futures[future]))
                 progress.on_task_end(outcomes[-1])
     finally:
         progress.on_end()
@@ -122,9 +122,9 @@ def _handle_failures(report: MapReport, on_error: OnError) -> None:
         return
     first = report.failures[0]
     if on_error == "raise":
-        if first.exception is not None:
-            raise first.exception
-        raise VcubeError(f"{first.url}: {first.error_type}: {first.message}")
+        if isinstance(first.exception, VcubeError):
+            raise first.exception  # already names the file
+        raise VcubeError(f"{first.url}: {first.error_type}: {first.message}") from first.exception
     if on_error == "warn":
         listed = "; ".join(f"{f.url}: {f.error_type}: {f.message}" for f in report.failures[:5])
         more = f" (+{len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
@@ -134,6 +134,14 @@ def _handle_failures(report: MapReport, on_error: OnError) -> None:
             PartialFailureWarning,
             stacklevel=3,
         )
+
+
+def _outcome(future: Future[Outcome], task: Task) -> Outcome:
+    """The task's outcome, or a failure naming its file when the worker itself was lost."""
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001  (a lost worker, reported with the file's URL)
+        return Outcome(task.index, task.url, None, _failure(task.url, err, 1), 1)
 
 
 def _failure(url: str, err: BaseException, attempts: int) -> TaskFailure:

@@ -61,6 +61,8 @@ class DaskDelayedExecutor(Executor):
             self._client_executor = get_client().get_executor()  # type: ignore[no-untyped-call]
         except (ImportError, ValueError):
             self._client_executor = None
+        # Without a client, tasks run through dask.delayed all at once, in `map`.
+        self.supports_submit = self._client_executor is not None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self._client_executor is not None:

@@ -119,7 +119,8 @@ def expand_glob(pattern: str, registry: ObjectStoreRegistry) -> list[str]:
         absolute = str(Path(local or pattern).expanduser().absolute())
         return sorted(Path(p).resolve().as_uri() for p in glob.glob(absolute) if Path(p).is_file())
     url = pattern
-    # List from the deepest folder without glob characters, then match the whole URL.
+    # Object stores have no folders to walk: list everything under the fixed part of the
+    # pattern in one call, then match.
     fixed = url[: min(url.index(c) for c in GLOB_CHARS if c in url)]
     folder = fixed[: fixed.rfind("/") + 1]
     store, prefix, registered = registry.resolve_with_prefix(folder)
@@ -130,4 +131,12 @@ def expand_glob(pattern: str, registry: ObjectStoreRegistry) -> list[str]:
         ]
     except Exception as err:
         raise translate_io_error(err, folder) from err
-    return sorted(u for u in listed if fnmatch.fnmatchcase(u, url))
+    return sorted(u for u in listed if _glob_match(u, url))
+
+
+def _glob_match(url: str, pattern: str) -> bool:
+    """Glob matching where, as in a file system, `*` and `?` never cross a `/`."""
+    parts, pattern_parts = url.split("/"), pattern.split("/")
+    return len(parts) == len(pattern_parts) and all(
+        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts, strict=True)
+    )

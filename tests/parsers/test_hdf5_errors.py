@@ -155,3 +155,35 @@ def test_nbytes_counts_references_not_data(good_file: Path) -> None:
     assert 200 <= vds.vcube.nbytes < 200 + len(good_file.as_uri()) + 1
     assert vds.vcube.nrefs == 10
     assert xr.Dataset.vcube is not None
+
+
+def test_drop_and_load_reach_the_parser(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w") as f:
+        f["table"] = np.zeros(3, dtype=[("a", "i4"), ("b", "f8")])
+        f.create_dataset("packed", data=np.arange(20, dtype="i4"), chunks=(5,), scaleoffset=0)
+        f["ok"] = np.arange(3.0)
+    # The remedies the errors suggest work through open_virtual_dataset, with or without a parser.
+    for parser in (None, HDFParser()):
+        vds = vcube.open_virtual_dataset(
+            path, parser=parser, drop_variables=["table"], loadable_variables=["packed"]
+        )
+        assert set(vds.variables) == {"packed", "ok"}
+        np.testing.assert_array_equal(vds["packed"].values, np.arange(20))
+
+
+def test_external_links_keep_each_files_dimension_names(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "ext.h5", "w") as f:
+        f["y"] = np.arange(4.0)
+        f["y"].make_scale("y")
+        f["w"] = np.arange(8.0).reshape(4, 2)
+        f["w"].dims[0].attach_scale(f["y"])
+    with h5py.File(tmp_path / "main.h5", "w") as f:
+        f["x"] = np.arange(3.0)
+        f["x"].make_scale("x")
+        f["v"] = np.arange(3.0)
+        f["v"].dims[0].attach_scale(f["x"])
+        f["w"] = h5py.ExternalLink("ext.h5", "/w")
+    vds = vcube.open_virtual_dataset(tmp_path / "main.h5", loadable_variables=[])
+    assert vds["w"].dims[0] == "y"
+    assert vds["v"].dims == ("x",)

@@ -155,8 +155,8 @@ def check_joinable(
     arrays: Sequence[ManifestArray], *, operation: str, axis: int | None = None
 ) -> None:
     """Raise `IncompatibleArraysError` naming the variable, both files and the difference."""
-    first = arrays[0]
-    for other in arrays[1:]:
+    first = next((a for a in arrays if getattr(a, "manifest", None) is not None), arrays[0])
+    for other in arrays:
         if getattr(other, "manifest", None) is None:
             raise IncompatibleArraysError(
                 f"cannot {operation} virtual variable {first.name!r} from {first.source} with a "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from xarray.conventions import encode_cf_variable
 
 from vcube.errors import VcubeError
@@ -91,11 +92,26 @@ def _keep_source_time_attrs(encoding: dict[str, Any], attrs: dict[str, Any]) -> 
     """Write the time `units` and `calendar` back as the file had them: xarray's encoder spells
     units its own way ("...Z" becomes "...+00:00") and adds a calendar the file did not name."""
     units = encoding.get("units")
-    if not isinstance(units, str) or "units" not in attrs:
+    written = attrs.get("units")
+    if not isinstance(units, str) or not isinstance(written, str):
         return
+    if _time_units(units) != _time_units(written):
+        return  # xarray chose other units to hold the values exactly: keep them
     attrs["units"] = units
     if "calendar" not in encoding:
         attrs.pop("calendar", None)
+
+
+def _time_units(units: str) -> tuple[str, pd.Timestamp] | None:
+    """("days", reference time) for "days since 2000-01-01 00:00:00Z"; None when not a time."""
+    step, since, reference = units.partition(" since ")
+    if not since:
+        return None
+    try:
+        stamp = pd.Timestamp(reference.strip())
+    except ValueError:
+        return None
+    return step.strip().lower(), stamp.tz_convert(None) if stamp.tzinfo else stamp
 
 
 def _join(prefix: str, name: str) -> str:

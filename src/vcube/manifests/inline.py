@@ -16,6 +16,7 @@ from zarr.dtype import VariableLengthUTF8
 from zarr.storage import MemoryStore
 
 from vcube.manifests.array import ManifestArray
+from vcube.manifests.array_api import grid_shape
 from vcube.manifests.manifest import ChunkManifest
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def inline_array(
         array[...] = values
     document = json.loads(written["zarr.json"].to_bytes())
     metadata = ArrayV3Metadata.from_dict(document)
-    grid = tuple(1 for _ in values.shape) if values.size else tuple(0 for _ in values.shape)
+    grid = grid_shape(values.shape, tuple(max(n, 1) for n in values.shape))
     chunk_key = "c/" + "/".join("0" for _ in values.shape) if values.shape else "c"
     chunk = written.get(chunk_key) if values.size else None
     chunks = [chunk.to_bytes()] if chunk is not None else []

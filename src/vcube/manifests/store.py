@@ -197,6 +197,21 @@ class ManifestStore(Store):
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         prefix = prefix.rstrip("/")
+        try:
+            node = self._group.get(prefix)
+        except KeyError:
+            node = None
+        # Groups and arrays answer from the tree: listing every chunk key would cost O(chunks).
+        if isinstance(node, ManifestGroup):
+            yield ZARR_JSON
+            for name in (*node.arrays, *node.groups):
+                yield name
+            return
+        if isinstance(node, ManifestArray):
+            yield ZARR_JSON
+            if node.manifest.nrefs:
+                yield "c"
+            return
         base = f"{prefix}/" if prefix else ""
         seen: set[str] = set()
         async for key in self.list_prefix(base):

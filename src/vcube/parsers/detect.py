@@ -11,8 +11,6 @@ from vcube.parsers.hdf5 import HDFParser
 from vcube.readers import translate_io_error
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
-
     from vcube.parsers.types import Parser
     from vcube.registry import ObjectStoreRegistry
 
@@ -33,12 +31,7 @@ KNOWN = {
 TRIED = "HDF5/NetCDF4"
 
 
-def detect_parser(
-    url: str,
-    registry: ObjectStoreRegistry,
-    *,
-    load_unsupported: Collection[str] = (),
-) -> Parser:
+def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
     """The parser for the file at `url`, chosen by its signature."""
     store, path = registry.resolve(url)
     try:
@@ -48,7 +41,7 @@ def detect_parser(
     except Exception as err:
         raise translate_io_error(err, url) from err
     if any(head[o : o + 8] == HDF5_SIGNATURE for o in HDF5_SIGNATURE_OFFSETS):
-        return HDFParser(load_unsupported=tuple(load_unsupported))
+        return HDFParser()
     for magic, name in KNOWN.items():
         if head.startswith(magic):
             raise UnsupportedFormatError(

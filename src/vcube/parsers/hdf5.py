@@ -130,7 +130,7 @@ def _open_hdf5(
             yield file
         except VcubeError:
             raise  # already names the file; transient ones must stay retryable
-        except (OSError, RuntimeError, KeyError) as err:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             raise UnsupportedFormatError(f"{url}: corrupt or truncated HDF5 file ({err})") from err
 
 
@@ -141,7 +141,7 @@ class _Walker:
         self.parser = parser
         self.url = url
         self.file = file
-        self.scales: dict[int, tuple[str, int]] = {}
+        self.scales: dict[tuple[int, int], tuple[str, int]] = {}
         self.phony_count = [0]
 
     def group(self, group: h5py.Group) -> ManifestGroup:
@@ -168,13 +168,13 @@ class _Walker:
     def variable(
         self, ds: h5py.Dataset, name: str, raw_attrs: dict[str, Any], phony: _PhonyDims
     ) -> ManifestArray:
-        dims, lengths = self.dimensions(ds, name, raw_attrs, phony)
-        # netCDF-C stops a record variable at the records written; netCDF4 shows it at the length
-        # of its unlimited dimension, the rest reading as fill.
-        shape = tuple(max(n, length) for n, length in zip(ds.shape, lengths, strict=True))
-        attrs = {k: v for k, v in raw_attrs.items() if k not in HIDDEN_ATTRS}
-        layout = _Layout(ds, name, shape, dims, attrs, self.source_url(ds, name))
         try:
+            dims, lengths = self.dimensions(ds, name, raw_attrs, phony)
+            # netCDF-C stops a record variable at the records written; netCDF4 shows it at the
+            # length of its unlimited dimension, the rest reading as fill.
+            shape = tuple(max(n, length) for n, length in zip(ds.shape, lengths, strict=True))
+            attrs = {k: v for k, v in raw_attrs.items() if k not in HIDDEN_ATTRS}
+            layout = _Layout(ds, name, shape, dims, attrs, self.source_url(ds, name))
             return _virtual_array(layout, self.parser)
         except NotVirtualizableError as err:
             if not self.parser.loads(name):
@@ -182,7 +182,7 @@ class _Walker:
             return _loaded_array(layout, self.parser, err)
         except VcubeError:
             raise
-        except (OSError, RuntimeError, ValueError, TypeError) as err:
+        except (OSError, RuntimeError, ValueError, TypeError, IndexError, KeyError) as err:
             raise UnsupportedFormatError(
                 f"{self.url}: cannot read the layout of variable {name!r}: {err}"
             ) from err
@@ -235,8 +235,8 @@ class _Walker:
     def scale(self, target: Any) -> tuple[str, int]:
         """Name and length of a dimension scale; an unlimited one is as long as the longest
         dataset attached to it."""
-        # References do not hash by target, so scales are keyed by their object address.
-        address = h5py.h5o.get_info(target).addr
+        # References do not hash by target, so scales are keyed by file and object address.
+        address = (target.fileno, h5py.h5o.get_info(target).addr)
         if address not in self.scales:
             path = (h5py.h5i.get_name(target) or b"").decode()
             name = posixpath.basename(path).removeprefix(NON_COORD_PREFIX)
@@ -309,7 +309,10 @@ def _virtual_array(v: _Layout, parser: HDFParser) -> ManifestArray:
     skipped: list[tuple[int, ...]] = []
     if layout == h5py.h5d.CHUNKED:
         chunks = tuple(int(c) for c in ds.chunks)
-        codecs = hdf5_filters_to_codecs(_filters(plist), itemsize=dtype.itemsize, variable=name)
+        try:
+            codecs = hdf5_filters_to_codecs(_filters(plist), itemsize=dtype.itemsize, variable=name)
+        except NotVirtualizableError as err:
+            raise NotVirtualizableError(f"{url}: {err}") from err
         manifest, skipped = _chunked_manifest(ds, v.shape, chunks, url)
     elif layout in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT):
         # One chunk holding the whole stored array (compact data lives in the object header, so

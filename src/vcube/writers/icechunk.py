@@ -1,0 +1,657 @@
+"""Write a virtual dataset into an Icechunk repository: one bulk call of references per array.
+
+Every variable takes one path: `ManifestGroup.from_virtual_dataset` turns loaded variables into
+CF-encoded one-chunk inline arrays, so the writer sees only `ManifestArray`s. Their `zarr.json`
+is written as it is (attributes spelled as strict JSON, which Icechunk's parser needs), file
+references go to `IcechunkStore.set_virtual_refs_arr` as whole numpy columns, and inline chunks
+are written as native chunks at their chunk keys.
+
+All checks (arguments, containers, the existing group and arrays) run before the first write. If
+writing still fails and the session had no uncommitted changes before the call, its changes are
+discarded, so the session is as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import zarr.api.asynchronous
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.core.sync import sync
+
+from vcube.errors import (
+    IncompatibleArraysError,
+    ReadOnlyError,
+    StoreNotFoundError,
+    UnsupportedFeatureError,
+    VcubeError,
+    VcubeWarning,
+)
+from vcube.manifests.array import ManifestArray
+from vcube.manifests.attrs import decode_attributes, strict_json
+from vcube.manifests.group import ManifestGroup
+from vcube.manifests.manifest import INLINE, MISSING
+from vcube.manifests.store import ManifestStore
+from vcube.registry import normalize_url
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    import xarray as xr
+    from icechunk import IcechunkStore
+
+    from vcube.manifests.manifest import ChunkManifest
+
+__all__ = ["to_icechunk"]
+
+Mode = Literal["w", "w-", "a", "r+"]
+Json = dict[str, Any]
+
+ZARR_JSON = "zarr.json"
+# What xarray moves from attributes to encoding: an appended array must agree on all of them.
+CF_KEYS = ("units", "calendar", "scale_factor", "add_offset", "_FillValue", "missing_value")
+# What fixes how stored chunks decode; everything in zarr.json but the shape and attributes.
+LAYOUT_KEYS = ("data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
+_VIRTUAL, _NATIVE = 2, 1  # icechunk.ChunkType values in `array_chunk_iterator` batches
+
+
+def to_icechunk(
+    ds: xr.Dataset,
+    store: IcechunkStore,
+    *,
+    group: str | None = None,
+    mode: Mode | None = None,
+    append_dim: str | None = None,
+    region: object = None,
+    last_updated_at: datetime | None = None,
+    validate_containers: bool = True,
+) -> None:
+    """Write a virtual dataset into the session of an Icechunk store (commit it afterwards).
+
+    Parameters
+    ----------
+    ds
+        Virtual dataset: `ManifestArray` variables are written as virtual references, loaded
+        variables as native chunks (CF-encoded as xarray writes them).
+    store
+        `session.store` of a writable Icechunk session.
+    group
+        Group to write into (slash-separated); the root group when None.
+    mode
+        `"w-"` create the group, failing if it exists; `"w"` replace the group; `"a"` create
+        or update it, replacing the arrays `ds` names and keeping the others; `"r+"` rewrite the
+        references of existing arrays whose metadata does not change. None means `"w-"`, or
+        `"a"` with `append_dim`.
+    append_dim
+        Append along this dimension: arrays that have it grow, the others must equal the stored
+        ones and are left unchanged. Creates the group when it does not exist yet (mode `"a"`).
+    region
+        Not supported; must be None.
+    last_updated_at
+        Stored with every reference as its checksum: reading a chunk whose file was modified
+        after this time fails. Icechunk keeps whole seconds, so it is rounded up to one.
+        None stores no checksum.
+    validate_containers
+        Check every referenced URL against the repository's virtual chunk containers first.
+
+    Raises
+    ------
+    ReadOnlyError
+        The store belongs to a read-only session.
+    StoreNotFoundError
+        A referenced URL matches no virtual chunk container (the message names the prefix).
+    IncompatibleArraysError
+        An append or a rewrite does not fit the stored arrays.
+    VcubeError
+        The group exists (mode `"w-"`) or does not (mode `"r+"`).
+    """
+    _check_store(store)
+    if region is not None:
+        raise UnsupportedFeatureError(
+            "to_icechunk(region=...) is not supported: write whole arrays (mode='w' or 'a') or "
+            "append along a dimension with append_dim"
+        )
+    open_mode = _resolve_mode(mode, append_dim)
+    if append_dim is not None and append_dim not in ds.dims:
+        raise IncompatibleArraysError(
+            f"append_dim {append_dim!r} is not a dimension of the dataset "
+            f"(dimensions: {', '.join(map(str, ds.dims)) or 'none'})"
+        )
+    virtual = {str(k) for k, v in ds.variables.items() if isinstance(v.data, ManifestArray)}
+    if not virtual:
+        warnings.warn(
+            "the dataset has no virtual variables: every variable is written as native chunks "
+            "(open the files with vcube.open_virtual_dataset to write references)",
+            VcubeWarning,
+            stacklevel=2,
+        )
+    if validate_containers:
+        arrays = [v.data for v in ds.variables.values() if isinstance(v.data, ManifestArray)]
+        _check_containers(arrays, store.session.config.virtual_chunk_containers or {})
+    writer = _Writer(
+        store,
+        prefix="/".join(p for p in (group or "").split("/") if p),
+        mode=open_mode,
+        append_dim=append_dim,
+        checksum=_checksum(last_updated_at),
+        validate_containers=validate_containers,
+    )
+    session = store.session
+    clean = not session.has_uncommitted_changes
+    try:
+        writer.write(ds, loaded={str(k) for k in ds.variables} - virtual)
+    except BaseException:
+        if clean:
+            session.discard_changes()
+        raise
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+
+def _check_store(store: object) -> None:
+    from icechunk import IcechunkStore  # optional dependency, imported where it is used
+
+    if not isinstance(store, IcechunkStore):
+        raise TypeError(f"store must be an icechunk.IcechunkStore, not {type(store).__name__}")
+    if store.read_only:
+        raise ReadOnlyError(
+            "the Icechunk store is read-only (a readonly_session, or a store opened read-only): "
+            "write to repo.writable_session('main').store and commit the session"
+        )
+
+
+def _resolve_mode(mode: Mode | None, append_dim: str | None) -> Mode:
+    if mode not in (None, "w", "w-", "a", "r+"):
+        raise ValueError(f"mode must be one of 'w', 'w-', 'a', 'r+' or None, not {mode!r}")
+    if append_dim is not None:
+        if mode in ("w", "w-"):
+            raise ValueError(f"mode={mode!r} replaces the group; append_dim needs 'a' or 'r+'")
+        return mode or "a"
+    return mode or "w-"
+
+
+def _checksum(last_updated_at: datetime | None) -> datetime | None:
+    """`last_updated_at` in UTC, rounded up to a whole second (Icechunk drops the fraction and
+    refuses a file modified after the stored second)."""
+    if last_updated_at is None:
+        return None
+    if not isinstance(last_updated_at, datetime):
+        raise TypeError(f"last_updated_at must be a datetime, not {type(last_updated_at)}")
+    when = last_updated_at.astimezone(UTC)  # a naive datetime is local time, as in Python
+    if when.microsecond:
+        when = when.replace(microsecond=0) + timedelta(seconds=1)
+    return when
+
+
+def _check_containers(arrays: Iterable[ManifestArray], containers: Mapping[str, Any]) -> None:
+    """Every URL the arrays reference starts with the prefix of a virtual chunk container."""
+    prefixes = tuple(containers)
+    unmatched: dict[str, None] = {}
+    for array in arrays:
+        for url in _used_urls(array.manifest):
+            if not url.startswith(prefixes):
+                unmatched.setdefault(url)
+    if not unmatched:
+        return
+    url = next(iter(unmatched))
+    more = f" (and {len(unmatched) - 1} more URLs)" if len(unmatched) > 1 else ""
+    suggested = _container_prefix(url)
+    raise StoreNotFoundError(
+        f"no virtual chunk container of the repository matches {url!r}{more}; configured "
+        f"prefixes: {', '.join(map(repr, prefixes)) or 'none'}. Add a container for "
+        f"{suggested!r} to the repository config (config.set_virtual_chunk_container("
+        f"icechunk.VirtualChunkContainer({suggested!r}, store)), then repo.save_config()) and "
+        f"authorize it (authorize_virtual_chunk_access={{{suggested!r}: credentials}}). "
+        f"Nothing was written."
+    )
+
+
+def _container_prefix(url: str) -> str:
+    """The prefix to configure for `url`: its bucket (or host), or for a file its directory."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return f"file://{parts.path.rsplit('/', 1)[0]}/"
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _urls(manifest: ChunkManifest) -> tuple[str, ...]:
+    """The manifest's path table as absolute URLs (local paths become `file://` URLs)."""
+    return tuple(normalize_url(p) for p in manifest.paths)
+
+
+def _used_urls(manifest: ChunkManifest) -> list[str]:
+    ids = manifest.path_ids
+    used = np.bincount(ids[ids >= 0].ravel(), minlength=len(manifest.paths)) > 0
+    return [normalize_url(p) for p, u in zip(manifest.paths, used.tolist(), strict=True) if u]
+
+
+# -- the writer --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What happens to one array: its node path, the `zarr.json` to write (None keeps the stored
+    one), whether the stored array is deleted first, and where its chunks go."""
+
+    name: str
+    key: str
+    array: ManifestArray
+    document: Json | None
+    delete: bool = False
+    chunk_offset: tuple[int, ...] | None = ()  # (): at the origin; None: no chunks written
+    value_region: tuple[slice, ...] | None = None  # loaded values appended through zarr
+
+
+class _Writer:
+    def __init__(
+        self,
+        store: IcechunkStore,
+        *,
+        prefix: str,
+        mode: Mode,
+        append_dim: str | None,
+        checksum: datetime | None,
+        validate_containers: bool,
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.mode = mode
+        self.append_dim = append_dim
+        self.checksum = checksum
+        self.validate = validate_containers
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def write(self, ds: xr.Dataset, *, loaded: set[str]) -> None:
+        names = [str(k) for k in ds.variables]
+        stored_group, docs = sync(self.read_state(names))
+        if self.mode == "w-" and stored_group is not None:
+            raise VcubeError(
+                f"the group {self.prefix or '/'!r} already exists in the Icechunk store; "
+                f"use mode='w' to replace it, 'a' to add to it, or append_dim to append"
+            )
+        if self.mode == "r+" and stored_group is None:
+            raise VcubeError(f"the group {self.prefix or '/'!r} does not exist (mode='r+')")
+        stored = dict(zip(names, docs, strict=True))
+        appending = self.append_dim is not None and stored_group is not None
+        if appending:
+            ds = _with_stored_encoding(ds, stored, loaded, self.append_dim)
+        tree = ManifestGroup.from_virtual_dataset(ds)  # encodes loaded variables (sync zarr)
+        attributes = {**tree.attributes, **_coordinates_attribute(ds)}
+        sync(self.plan_and_write(tree, attributes, stored_group, stored, loaded, appending))
+
+    async def read_state(self, names: Sequence[str]) -> tuple[Json | None, list[Json | None]]:
+        """The stored group document and the stored document of each of `names`."""
+        await self.check_ancestors()
+        stored_group = await self.read_json(_metadata_key(self.prefix))
+        if stored_group is not None and stored_group.get("node_type") != "group":
+            raise VcubeError(f"{self.prefix!r} is an array in the Icechunk store, not a group")
+        return stored_group, await self.read_docs(names)
+
+    async def plan_and_write(
+        self,
+        tree: ManifestGroup,
+        attributes: Json,
+        stored_group: Json | None,
+        stored: dict[str, Json | None],
+        loaded: set[str],
+        appending: bool,
+    ) -> None:
+        if appending:
+            steps = await self.plan_append(tree, stored, loaded)
+        elif self.mode == "r+":
+            steps = [self.plan_rewrite(n, a, stored[n]) for n, a in tree.arrays.items()]
+        else:
+            fresh = self.mode == "w" or stored_group is None
+            steps = [
+                _Step(n, self.key(n), a, _document(a), delete=not fresh and stored[n] is not None)
+                for n, a in tree.arrays.items()
+            ]
+        # -- every check passed: write --
+        if self.mode == "w" and stored_group is not None:
+            await self.store.delete_dir(self.prefix)
+        if stored_group is None or self.mode == "w":
+            await self.create_ancestors()
+            await self.write_json(_metadata_key(self.prefix), _group_document(attributes))
+        elif self.mode == "a" and not appending:
+            merged = {**stored_group.get("attributes", {}), **attributes}
+            await self.write_json(_metadata_key(self.prefix), _group_document(merged))
+        source = ManifestStore(tree)
+        await asyncio.gather(*(self.apply(step, source) for step in steps))
+
+    # -- plans -------------------------------------------------------------------------------
+
+    async def plan_append(
+        self, tree: ManifestGroup, stored: dict[str, Json | None], loaded: set[str]
+    ) -> list[_Step]:
+        assert self.append_dim is not None
+        dim = self.append_dim
+        steps = []
+        for name, array in tree.arrays.items():
+            doc, key = stored[name], self.key(name)
+            dims = array.info.dimension_names or ()
+            if dim not in dims:
+                if doc is None:
+                    steps.append(_Step(name, key, array, _document(array)))
+                    continue
+                new = _document(array)
+                difference = _difference(new, doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names"))
+                if difference is None and not await self.same_chunks(key, array):
+                    difference = "chunk references or values"
+                if difference is not None:
+                    raise IncompatibleArraysError(
+                        f"variable {name!r} has no dimension {dim!r}, so appending leaves it "
+                        f"unchanged, but it differs from the stored one: {difference}"
+                    )
+                steps.append(_Step(name, key, array, None, chunk_offset=None))
+                continue
+            if doc is None:
+                raise IncompatibleArraysError(
+                    f"cannot append variable {name!r} along {dim!r}: the group "
+                    f"{self.prefix or '/'!r} has no such array (write it without append_dim)"
+                )
+            steps.append(_append_step(name, key, array, doc, dim, loaded=name in loaded))
+        await self.check_stored_arrays_grow(set(tree.arrays))
+        return steps
+
+    def plan_rewrite(self, name: str, array: ManifestArray, doc: Json | None) -> _Step:
+        if doc is None:
+            raise IncompatibleArraysError(f"variable {name!r} does not exist (mode='r+')")
+        difference = _difference(
+            _document(array), doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names")
+        )
+        if difference is not None:
+            raise IncompatibleArraysError(
+                f"mode='r+' rewrites references only, but variable {name!r} changes: "
+                f"{difference}; use mode='a' to replace the array"
+            )
+        return _Step(name, self.key(name), array, doc, delete=True)
+
+    async def check_stored_arrays_grow(self, names: set[str]) -> None:
+        """Every stored array along the append dimension must be appended to."""
+        children = [c async for c in self.store.list_dir(self.prefix)]
+        others = [c for c in children if c != ZARR_JSON and c not in names]
+        for child, doc in zip(others, await self.read_docs(others), strict=True):
+            if doc is not None and self.append_dim in (doc.get("dimension_names") or ()):
+                raise IncompatibleArraysError(
+                    f"the stored array {child!r} has dimension {self.append_dim!r} but the "
+                    f"dataset has no variable {child!r}: appending would leave it shorter"
+                )
+
+    async def same_chunks(self, key: str, array: ManifestArray) -> bool:
+        """True when the stored chunks of `key` are the references / bytes of `array`."""
+        manifest = array.manifest
+        expected = np.argwhere(manifest.path_ids != MISSING)
+        batches = [b async for b in self.store.array_chunk_iterator(key)]
+        if batches:
+            coords = np.concatenate([b[0] for b in batches]).astype(np.int64)
+            kinds = np.concatenate([b[1] for b in batches])
+            paths = [p for b in batches for p in b[2]]
+            offsets = np.concatenate([b[3] for b in batches])
+            lengths = np.concatenate([b[4] for b in batches])
+        else:
+            coords = np.zeros((0, manifest.ndim_chunk_grid), dtype=np.int64)
+            kinds, paths = np.zeros(0, dtype=np.uint8), []
+            offsets = lengths = np.zeros(0, dtype=np.uint64)
+        inlined = {}
+        for i, b in enumerate(batches):
+            base = sum(len(x[1]) for x in batches[:i])
+            inlined.update({base + k: v for k, v in b[5].items()})
+        order = np.lexsort(coords.T[::-1]) if coords.size else np.arange(len(kinds))
+        if len(order) != len(expected) or not np.array_equal(coords[order], expected):
+            return False
+        urls = _urls(manifest)
+        for row, i in zip(expected, order.tolist(), strict=True):
+            index = tuple(int(x) for x in row)
+            pid = int(manifest.path_ids[index])
+            if pid >= 0:
+                same = (
+                    kinds[i] == _VIRTUAL
+                    and paths[i] == urls[pid]
+                    and offsets[i] == manifest.offsets[index]
+                    and lengths[i] == manifest.lengths[index]
+                )
+            else:
+                data = inlined.get(i)
+                if data is None and kinds[i] == _NATIVE:
+                    data = await self.read_bytes(_chunk_key(key, index))
+                same = data == manifest.inline[int(manifest.offsets[index])]
+            if not same:
+                return False
+        return True
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def apply(self, step: _Step, source: ManifestStore) -> None:
+        if step.delete:
+            await self.store.delete_dir(step.key)
+        if step.document is not None:
+            await self.write_json(_metadata_key(step.key), step.document)
+        if step.value_region is not None:
+            values = await _read_values(source, step.name)
+            target = await zarr.api.asynchronous.open_array(
+                store=self.store, path=step.key, zarr_format=3, mode="r+"
+            )
+            await target.setitem(step.value_region, values)
+        elif step.chunk_offset is not None:
+            await self.write_chunks(step.key, step.array.manifest, step.chunk_offset)
+
+    async def write_chunks(
+        self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]
+    ) -> None:
+        """All file references of one array in one bulk call; inline chunks as native chunks."""
+        ids = manifest.path_ids
+        offset = offset or (0,) * ids.ndim
+        if bool(np.any(ids >= 0)):
+            urls = _urls(manifest)
+            table = np.array([*urls, ""], dtype=object)
+            locations = table[np.where(ids >= 0, ids, len(urls)).reshape(-1)].tolist()
+            failed = await self.store.set_virtual_refs_arr_async(
+                key,
+                manifest.grid_shape,
+                locations,
+                np.ascontiguousarray(manifest.offsets).ravel(),
+                np.ascontiguousarray(manifest.lengths).ravel(),
+                validate_containers=self.validate,
+                arr_offset=offset if any(offset) else None,
+                checksum=self.checksum,
+            )
+            if failed:
+                raise StoreNotFoundError(
+                    f"Icechunk refused {len(failed)} references of {key!r} (first at chunk "
+                    f"{failed[0]}): no virtual chunk container matches their URLs"
+                )
+        inline = np.argwhere(ids == INLINE)
+        if len(inline):
+            shifted = inline + np.asarray(offset, dtype=np.intp)
+            prototype = default_buffer_prototype()
+            await asyncio.gather(
+                *(
+                    self.store.set(
+                        _chunk_key(key, tuple(new)),
+                        prototype.buffer.from_bytes(manifest.inline[int(manifest.offsets[old])]),
+                    )
+                    for old, new in zip(map(tuple, inline.tolist()), shifted.tolist(), strict=True)
+                )
+            )
+
+    async def check_ancestors(self) -> None:
+        parts = self.prefix.split("/") if self.prefix else []
+        for i in range(1, len(parts)):
+            doc = await self.read_json(_metadata_key("/".join(parts[:i])))
+            if doc is not None and doc.get("node_type") != "group":
+                raise VcubeError(f"{'/'.join(parts[:i])!r} is an array, not a group")
+
+    async def create_ancestors(self) -> None:
+        parts = self.prefix.split("/") if self.prefix else []
+        for i in range(len(parts)):
+            key = _metadata_key("/".join(parts[:i]))
+            if await self.read_json(key) is None:
+                await self.write_json(key, _group_document({}))
+
+    async def read_docs(self, names: Sequence[str]) -> list[Json | None]:
+        return list(
+            await asyncio.gather(*(self.read_json(_metadata_key(self.key(n))) for n in names))
+        )
+
+    async def read_bytes(self, key: str) -> bytes | None:
+        buffer = await self.store.get(key, default_buffer_prototype())
+        return None if buffer is None else buffer.to_bytes()
+
+    async def read_json(self, key: str) -> Json | None:
+        data = await self.read_bytes(key)
+        if data is None:
+            return None
+        doc: Json = json.loads(data)
+        return doc
+
+    async def write_json(self, key: str, doc: Json) -> None:
+        data = json.dumps(doc, allow_nan=False).encode()
+        await self.store.set(key, default_buffer_prototype().buffer.from_bytes(data))
+
+
+# -- append ------------------------------------------------------------------------------------
+
+
+def _append_step(
+    name: str, key: str, array: ManifestArray, doc: Json, dim: str, *, loaded: bool
+) -> _Step:
+    """The resized document and the chunk offset (or value region) of an appended array."""
+    new = _document(array)
+    dims = list(array.info.dimension_names or ())
+    axis = dims.index(dim)
+    stored_shape = [int(n) for n in doc["shape"]]
+    # Loaded values are written through zarr into the stored chunking; references must match it.
+    keys = ("data_type", "dimension_names") if loaded else (*LAYOUT_KEYS, "dimension_names")
+    difference = _difference(new, doc, keys=keys)
+    if difference is None and len(stored_shape) == array.ndim:
+        other = [
+            (n, s)
+            for i, (n, s) in enumerate(zip(array.shape, stored_shape, strict=True))
+            if i != axis
+        ]
+        if any(n != s for n, s in other):
+            difference = (
+                f"shape except along {dim!r}: stored {stored_shape}, new {list(array.shape)}"
+            )
+    if difference is None:
+        difference = _difference(
+            {"attributes": _cf(new["attributes"])},
+            {"attributes": _cf(doc["attributes"])},
+            keys=("attributes",),
+        )
+    if difference is not None:
+        raise IncompatibleArraysError(
+            f"cannot append variable {name!r} along {dim!r}: {difference}"
+        )
+    grown = list(stored_shape)
+    grown[axis] += array.shape[axis]
+    resized = {**doc, "shape": grown}
+    if loaded:
+        region = tuple(
+            slice(stored_shape[axis], grown[axis]) if i == axis else slice(None)
+            for i in range(array.ndim)
+        )
+        return _Step(name, key, array, resized, value_region=region)
+    chunk = int(array.chunks[axis])
+    if stored_shape[axis] % chunk:
+        raise IncompatibleArraysError(
+            f"cannot append variable {name!r} along {dim!r}: the stored array ends in a partial "
+            f"chunk (length {stored_shape[axis]}, chunks of {chunk}), so the new chunks would not "
+            f"start on a chunk boundary; references cannot be re-chunked"
+        )
+    offset = tuple(stored_shape[axis] // chunk if i == axis else 0 for i in range(array.ndim))
+    return _Step(name, key, array, resized, chunk_offset=offset)
+
+
+def _with_stored_encoding(
+    ds: xr.Dataset, stored: dict[str, Json | None], loaded: set[str], dim: str | None
+) -> xr.Dataset:
+    """`ds` whose loaded variables along `dim` are encoded as the stored arrays were (the same
+    time units, calendar, packing and dtype), as xarray's `to_zarr(append_dim=...)` does."""
+    ds = ds.copy()
+    for name in loaded:
+        doc = stored.get(name)
+        var = ds.variables[name]
+        if doc is None or dim not in var.dims:
+            continue
+        dtype = ArrayV3Metadata.from_dict(doc).data_type.to_native_dtype()
+        attrs = decode_attributes(doc.get("attributes", {}), dtype)
+        encoding = {k: attrs[k] for k in CF_KEYS if k in attrs and k not in var.attrs}
+        if dtype.kind not in "OTU":
+            encoding["dtype"] = dtype
+        var.encoding = {**var.encoding, **encoding}
+    return ds
+
+
+async def _read_values(source: ManifestStore, name: str) -> Any:
+    array = await zarr.api.asynchronous.open_array(store=source, path=name, zarr_format=3)
+    return await array.getitem(...)
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+
+def _document(array: ManifestArray) -> Json:
+    """The array's `zarr.json` as strict JSON (NaN and infinities spelled as strings)."""
+    doc: Json = json.loads(json.dumps(strict_json(array.metadata.to_dict()), allow_nan=False))
+    return doc
+
+
+def _group_document(attributes: Mapping[str, Any]) -> Json:
+    return {"zarr_format": 3, "node_type": "group", "attributes": strict_json(dict(attributes))}
+
+
+def _coordinates_attribute(ds: xr.Dataset) -> dict[str, str]:
+    """The group's `coordinates` attribute (xarray's convention) naming the non-dimension
+    coordinates no variable's `coordinates` attribute names, so a reader finds them again."""
+    named: set[str] = set()
+    for var in ds.variables.values():
+        text = var.attrs.get("coordinates", var.encoding.get("coordinates"))
+        if isinstance(text, str):
+            named.update(text.split())
+    orphans = sorted(str(c) for c in ds.coords if c not in ds.dims and c not in named)
+    return {"coordinates": " ".join(orphans)} if orphans else {}
+
+
+def _difference(new: Json, stored: Json, *, keys: Sequence[str]) -> str | None:
+    """A description of the first of `keys` in which two `zarr.json` documents differ."""
+    for key in keys:
+        a, b = new.get(key), stored.get(key)
+        if _normal(a) != _normal(b):
+            return f"{key.replace('_', ' ')}: stored {b!r}, new {a!r}"
+    return None
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items() if v is not None}
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return value
+
+
+def _cf(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: attributes[k] for k in CF_KEYS if k in attributes}
+
+
+def _metadata_key(path: str) -> str:
+    return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
+
+
+def _chunk_key(path: str, index: Sequence[int]) -> str:
+    suffix = "/".join(["c", *map(str, index)])
+    return f"{path}/{suffix}" if path else suffix
