@@ -13,7 +13,7 @@ from zarr.core.sync import sync
 
 from vcube.errors import VcubeError
 from vcube.manifests.attrs import decode_attributes
-from vcube.mapreduce import OnError, Task, run_tasks
+from vcube.mapreduce import READ_STATS_KEY, OnError, Task, run_tasks
 from vcube.parallel import Parallel, RetryPolicy, get_executor
 from vcube.parsers import detect_parser
 from vcube.progress import Callback, make_callback
@@ -70,12 +70,15 @@ def open_virtual_dataset(
     if parser is None:
         parser = detect_parser(url, registry)
     store = _configured(parser, drop=drop, load=loadable or [])(url, registry)
-    return virtual_dataset(
+    ds = virtual_dataset(
         store,
         loadable_variables=loadable,
         decode_times=decode_times,
         drop_variables=drop_variables,
     )
+    if store.read_stats is not None:
+        ds.encoding[READ_STATS_KEY] = store.read_stats
+    return ds
 
 
 def open_virtual_mfdataset(

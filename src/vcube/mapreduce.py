@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from vcube.errors import VcubeError, VcubeWarning
 from vcube.parallel import RetryPolicy, SerialExecutor, TaskFailure, run_with_retries
+from vcube.readers import ReadStats
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from vcube.progress import Callback
     from vcube.registry import ObjectStoreRegistry
 
-__all__ = ["MapReport", "Outcome", "PartialFailureWarning", "Task", "run_tasks"]
+__all__ = ["READ_STATS_KEY", "MapReport", "Outcome", "PartialFailureWarning", "Task", "run_tasks"]
+
+READ_STATS_KEY = "vcube_read_stats"  # where open_virtual_dataset leaves what a parse fetched
 
 OnError = Literal["raise", "warn", "skip"]
 
@@ -49,7 +52,8 @@ class Task:
     def __call__(self) -> Outcome:
         ds, err, attempts = run_with_retries(self._open, self.retry)
         failure = None if err is None else _failure(self.url, err, attempts)
-        return Outcome(self.index, self.url, ds, failure, attempts)
+        stats = ds.encoding.pop(READ_STATS_KEY, None) if ds is not None else None
+        return Outcome(self.index, self.url, ds, failure, attempts, stats)
 
     def _open(self) -> xr.Dataset:
         ds = self.opener(self.url, registry=self.registry, parser=self.parser, **self.open_kwargs)
@@ -65,15 +69,18 @@ class Outcome:
     dataset: xr.Dataset | None
     failure: TaskFailure | None
     attempts: int
+    read_stats: ReadStats | None = None
 
 
 @dataclass(slots=True)
 class MapReport:
-    """Files virtualized, files that failed (with why), and attempts made."""
+    """Files virtualized, files that failed (with why), attempts made, and what the parsers
+    fetched (requests and bytes of the successful attempts)."""
 
     succeeded: list[str] = field(default_factory=list)
     failures: list[TaskFailure] = field(default_factory=list)
     attempts: int = 0
+    read_stats: ReadStats = field(default_factory=ReadStats)
 
     @property
     def retried(self) -> int:
@@ -113,6 +120,9 @@ def run_tasks(
         failures=[o.failure for o in outcomes if o.failure is not None],
         attempts=sum(o.attempts for o in outcomes),
     )
+    for outcome in outcomes:
+        if outcome.read_stats is not None:
+            report.read_stats.merge(outcome.read_stats)
     _handle_failures(report, on_error)
     return [o.dataset for o in outcomes if o.dataset is not None], report
 

@@ -86,6 +86,11 @@ class ReadStats:
         self.bytes += nbytes
         self.urls.add(url)
 
+    def merge(self, other: ReadStats) -> None:
+        self.requests += other.requests
+        self.bytes += other.bytes
+        self.urls |= other.urls
+
 
 def translate_io_error(err: Exception, url: str) -> Exception:
     """A vcube error for an object-store failure, naming the URL; transient ones are retryable."""

@@ -21,7 +21,7 @@ from vcube.errors import ReadOnlyError, SourceChangedError
 from vcube.manifests.array import ManifestArray
 from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import MISSING
-from vcube.readers import translate_io_error
+from vcube.readers import ReadStats, translate_io_error
 from vcube.registry import ObjectStoreRegistry
 
 if TYPE_CHECKING:
@@ -67,8 +67,15 @@ class ManifestStore(Store):
     _group: ManifestGroup
     _registry: ObjectStoreRegistry
 
-    def __init__(self, group: ManifestGroup, *, registry: ObjectStoreRegistry | None = None):
+    def __init__(
+        self,
+        group: ManifestGroup,
+        *,
+        registry: ObjectStoreRegistry | None = None,
+        read_stats: ReadStats | None = None,
+    ):
         super().__init__(read_only=True)
+        self.read_stats = read_stats  # what the parse that made this store fetched
         self._group = group
         self._registry = registry or ObjectStoreRegistry()
         self._arrays = {p: n for p, n in group.walk() if isinstance(n, ManifestArray)}

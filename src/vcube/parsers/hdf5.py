@@ -83,14 +83,17 @@ class HDFParser:
     max_load_bytes: int = 64 * 2**20
     read_options: ReadOptions = field(default_factory=ReadOptions)
     stats: ReadStats = field(default_factory=ReadStats, compare=False)
+    """Requests and bytes of every parse made with this parser (in this process)."""
 
     def __call__(self, url: str, registry: ObjectStoreRegistry | None = None) -> ManifestStore:
         url = normalize_url(url)
         registry = registry or ObjectStoreRegistry()
-        with _open_hdf5(url, registry, self.read_options, self.stats) as file:
+        stats = ReadStats()
+        with _open_hdf5(url, registry, self.read_options, stats) as file:
             root = self._root(file, url)
             group = _Walker(self, url, file).group(root)
-        return ManifestStore(group, registry=registry)
+        self.stats.merge(stats)
+        return ManifestStore(group, registry=registry, read_stats=stats)
 
     def _root(self, file: h5py.File, url: str) -> h5py.Group:
         if not self.group:
