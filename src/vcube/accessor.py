@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
@@ -58,6 +58,20 @@ class VcubeDatasetAccessor:
         # Virtual coordinates get no index: an index would need their values.
         ds = self._ds.assign_coords(xr.Coordinates(coords, indexes={})) if coords else self._ds
         return ds.assign({k: v for k, v in renamed.items() if k not in coords})
+
+    def to_kerchunk(self, filepath: str | None = None, **kwargs: Any) -> Any:
+        """Write (or return, with `format="dict"`) Kerchunk references; see
+        `vcube.writers.kerchunk.to_kerchunk` for the options."""
+        from vcube.writers.kerchunk import to_kerchunk  # pyarrow: the `kerchunk` extra
+
+        return to_kerchunk(self._ds, filepath, **kwargs)
+
+    def to_icechunk(self, store: Any, **kwargs: Any) -> None:
+        """Write the references into an Icechunk session's store; see
+        `vcube.writers.icechunk.to_icechunk` for the options."""
+        from vcube.writers.icechunk import to_icechunk  # icechunk: the `icechunk` extra
+
+        to_icechunk(self._ds, store, **kwargs)
 
     def _manifest_arrays(self) -> list[ManifestArray]:
         return [v.data for v in self._ds.variables.values() if isinstance(v.data, ManifestArray)]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from xarray.conventions import encode_cf_variable
+from xarray.conventions import encode_cf_variable, encode_dataset_coordinates
 
 from vcube.errors import VcubeError
 from vcube.manifests.array import ManifestArray
@@ -57,11 +57,11 @@ class ManifestGroup:
     @classmethod
     def from_virtual_dataset(cls, ds: xr.Dataset) -> ManifestGroup:
         """Virtual variables keep their references; loaded ones are CF-encoded as xarray would
-        write them and held as inline chunks."""
-        arrays = {
-            str(name): _to_manifest_array(str(name), var) for name, var in ds.variables.items()
-        }
-        return cls(arrays=arrays, attributes=json_value(dict(ds.attrs)))
+        write them and held as inline chunks. Non-index coordinates are named in `coordinates`
+        attributes, as xarray writes them, so readers find them again."""
+        variables, attrs = encode_dataset_coordinates(ds)
+        arrays = {str(name): _to_manifest_array(str(name), var) for name, var in variables.items()}
+        return cls(arrays=arrays, attributes=json_value(dict(attrs)))
 
 
 def _to_manifest_array(name: str, var: xr.Variable) -> ManifestArray:

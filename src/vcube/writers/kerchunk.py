@@ -5,15 +5,23 @@ Three outputs: a dict, a JSON file, and a Parquet reference store in the layout 
 loaded variables are CF-encoded and written as inline chunks exactly as a `ManifestStore` serves
 them.
 
-References are built column-wise: chunk keys and JSON text with numpy string operations over
-whole manifests, Parquet columns with pyarrow. Python loops run per array, per unique path and
-per inline chunk; per file reference only where the output itself is a dict of Python objects.
+References are built column-wise with pyarrow (the `kerchunk` extra): chunk keys and JSON text
+by Arrow's string kernels over whole batches of references, Parquet columns from the manifest's
+numpy columns. Python loops run per array, per unique path and per inline chunk; per file
+reference only where the output itself is a dict of Python objects.
 
 Zarr v2 has one `fill_value` where Zarr v3 with CF has two (the value of missing chunks, and the
 `_FillValue` mask), and xarray reads the v2 `fill_value` as `_FillValue`. So the v2 `fill_value`
 is the variable's CF `_FillValue` when it has one, else the value of missing chunks when a chunk
-is missing, else null. The `_FillValue` attribute also stays in `.zattrs` in xarray's encoded
-form, which is what xarray reads with `use_zarr_fill_value_as_mask=False`.
+is missing (xarray then masks it, as netCDF4-python masks default fill values), else null. The
+`_FillValue` attribute also stays in `.zattrs` in xarray's encoded form, which xarray's
+`ZarrStore` reads with `use_zarr_fill_value_as_mask=False`.
+
+In Parquet, a missing chunk is a row with a null path and a null raw. fsspec's
+`LazyReferenceMapper` takes a null read as NaN (pandas >= 3 strings, categoricals) for a path and
+fails on it; so a record whose chunks are all missing is not written (fsspec then reads them as
+missing), and paths stay plain strings in a record with a missing chunk (null reads as None with
+pandas < 3).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ if TYPE_CHECKING:
     from vcube.manifests.manifest import ChunkManifest
     from vcube.manifests.metadata import ArrayInfo
 
+
 __all__ = [
     "FORMATS",
     "KerchunkFillValueWarning",
@@ -66,8 +75,6 @@ FORMATS: Final[tuple[str, ...]] = get_args(KerchunkFormat)
 
 KerchunkRef = str | list[str | int]
 """A reference: a JSON document or inline bytes (`base64:...`), or `[url, offset, length]`."""
-
-StrArray = np.ndarray[Any, StringDType]
 
 _BATCH: Final = 500_000  # file references turned into text at a time (bounds memory)
 _ZGROUP: Final[dict[str, JSON]] = {"zarr_format": 2}
@@ -297,10 +304,11 @@ def _v2_fill_value(name: str, array: ManifestArray, dtype: str) -> JSON:
     cf_fill = decode_attributes(info.attributes, info.dtype).get(FILL_VALUE)
     if cf_fill is not None:
         if missing and not _same_value(cf_fill, info.fill_value):
+            chunk_fill, mask = json_value(info.fill_value), json_value(cf_fill)
             warnings.warn(
-                f"variable {name!r}: its missing chunks hold {info.fill_value!r} but its "
-                f"_FillValue is {cf_fill!r}; Zarr v2 keeps one, so missing chunks read as "
-                f"{cf_fill!r} through these references",
+                f"variable {name!r}: its missing chunks hold {chunk_fill!r} but its "
+                f"_FillValue is {mask!r}; Zarr v2 keeps one, so missing chunks read as "
+                f"{mask!r} through these references",
                 KerchunkFillValueWarning,
                 stacklevel=4,
             )
@@ -327,7 +335,7 @@ def _same_value(a: object, b: object) -> bool:
 
 def _kerchunk_url(url: str) -> str:
     """The URL as fsspec opens it: `file://` URLs become local paths."""
-    path = local_path(url)
+    path = local_path(url) if url.startswith("file:") else None
     return path if path is not None else url
 
 
@@ -352,27 +360,46 @@ def _inline_refs(a: _V2Array, prefix: str) -> tuple[list[str], list[bytes]]:
     flat = np.flatnonzero(ids == INLINE)
     if not flat.size:
         return [], []
-    keys: list[str] = _chunk_keys(prefix, a.grid, flat).tolist()
+    keys: list[str] = _joined(prefix, *_key_parts(a.grid, flat)).to_pylist()
     inline = a.manifest.inline
     return keys, [inline[i] for i in a.manifest.offsets.reshape(-1)[flat].tolist()]
 
 
-def _chunk_keys(prefix: str, grid: tuple[int, ...], flat: NDArray[np.intp]) -> StrArray:
-    """`prefix` + the Zarr v2 chunk key (`i.j.k`; `0` for a 0-d array) of each flat index."""
+def _key_parts(grid: tuple[int, ...], flat: NDArray[np.intp]) -> list[pa.Array]:
+    """The parts of the Zarr v2 chunk key (`i.` `j.` `k`; `0` for a 0-d array) of each flat
+    index of the grid, as Arrow string arrays."""
+    import pyarrow as pa
+
     if not grid:
-        return np.full(flat.shape, prefix + "0", dtype=StringDType())
+        return [pa.array(["0"] * flat.size, type=pa.string())]
     coords = np.unravel_index(flat, grid)
     last = len(grid) - 1
-    labels = [_labels(n, "" if axis == last else ".") for axis, n in enumerate(grid)]
-    key: StrArray = labels[0][coords[0]]
-    for axis in range(1, len(grid)):
-        key = np.strings.add(key, labels[axis][coords[axis]])
-    return np.strings.add(prefix, key)
+    return [
+        _labels(n, dot=axis < last).take(c)
+        for axis, (n, c) in enumerate(zip(grid, coords, strict=True))
+    ]
 
 
-def _labels(n: int, suffix: str) -> StrArray:
-    labels: StrArray = np.arange(n).astype(StringDType())
-    return np.strings.add(labels, suffix) if suffix else labels
+def _labels(n: int, *, dot: bool) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    labels = pc.cast(pa.array(np.arange(n)), pa.string())
+    return pc.binary_join_element_wise(labels, ".", "") if dot else labels
+
+
+def _joined(*parts: object) -> pa.StringArray:
+    """The element-wise concatenation of Arrow string arrays and strings, in one pass."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _utf8(text: pa.StringArray) -> memoryview:
+    """The concatenated UTF-8 bytes of an Arrow string array, without a copy."""
+    _, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[text.offset : text.offset + len(text) + 1]
+    return memoryview(data).cast("B")[int(bounds[0]) : int(bounds[-1])]
 
 
 def _inline_text(data: bytes) -> str:
@@ -392,7 +419,7 @@ def _refs_dict(metadata: dict[str, dict[str, JSON]], arrays: list[_V2Array]) -> 
         prefix = a.name + "/"
         urls = np.array([*a.urls, ""], dtype=object)  # taking from it shares the str objects
         for flat, ids, offsets, lengths in _file_refs(a.manifest):
-            keys: list[str] = _chunk_keys(prefix, a.grid, flat).tolist()
+            keys: list[str] = _joined(prefix, *_key_parts(a.grid, flat)).to_pylist()
             values = zip(urls[ids].tolist(), offsets.tolist(), lengths.tolist(), strict=True)
             refs.update(zip(keys, ([u, o, n] for u, o, n in values), strict=True))
         keys, data = _inline_refs(a, prefix)
@@ -400,21 +427,31 @@ def _refs_dict(metadata: dict[str, dict[str, JSON]], arrays: list[_V2Array]) -> 
     return {"version": 1, "refs": refs}
 
 
-def _json_text(metadata: dict[str, dict[str, JSON]], arrays: list[_V2Array]) -> Iterator[bytes]:
+def _json_text(
+    metadata: dict[str, dict[str, JSON]], arrays: list[_V2Array]
+) -> Iterator[bytes | memoryview]:
     """The JSON document in pieces: metadata first, then a batch of chunk references at a time,
-    each rendered by numpy string operations over the whole batch."""
+    each batch rendered by Arrow in one pass and handed on without a copy."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     entries = ",".join(f"{_dumps(k)}:{_dumps(_dumps(doc))}" for k, doc in metadata.items())
     yield ('{"version":1,"refs":{' + entries).encode()  # .zgroup comes first: never empty
-    add = np.strings.add
     for a in arrays:
         prefix = "," + _dumps(a.name + "/")[:-1]  # ,"name/   (the key's closing quote follows)
-        heads = np.array([f'":[{_dumps(u)},' for u in a.urls], dtype=StringDType())
+        heads = pa.array([f'":[{_dumps(u)},' for u in a.urls], type=pa.string())
         for flat, ids, offsets, lengths in _file_refs(a.manifest):
-            text = add(_chunk_keys(prefix, a.grid, flat), heads[ids])
-            text = add(
-                add(add(text, offsets.astype(StringDType())), ","), lengths.astype(StringDType())
+            yield _utf8(
+                _joined(
+                    prefix,
+                    *_key_parts(a.grid, flat),
+                    heads.take(ids),
+                    pc.cast(pa.array(offsets), pa.string()),
+                    ",",
+                    pc.cast(pa.array(lengths), pa.string()),
+                    "]",
+                )
             )
-            yield "".join(add(text, "]").tolist()).encode()
         keys, data = _inline_refs(a, a.name + "/")
         if keys:
             yield "".join(
@@ -449,9 +486,9 @@ def _write_parquet(
                 write_statistics=False,
                 use_dictionary=["path"] if pa.types.is_dictionary(table["path"].type) else False,
             )
-            _put(f"{url}/{a.name}/refs.{i}.parq", [sink.getvalue().to_pybytes()], registry)
+            _put(f"{url}/{a.name}/refs.{i}.parq", sink.getvalue().to_pybytes(), registry)
     zmetadata = {"metadata": metadata, "record_size": record_size}
-    _put(f"{url}/.zmetadata", [_dumps(zmetadata).encode()], registry)
+    _put(f"{url}/.zmetadata", _dumps(zmetadata).encode(), registry)
 
 
 def _records(
@@ -558,19 +595,23 @@ def _schema(categorical: bool, num_categories: int) -> pa.Schema:
 # -- output ------------------------------------------------------------------------------------
 
 
-def _put(url: str, pieces: Iterable[bytes], registry: ObjectStoreRegistry) -> None:
-    """Write one object from its pieces: a local file, or an object through obstore
-    (multipart, streamed)."""
+def _put(
+    url: str, data: bytes | Iterable[bytes | memoryview], registry: ObjectStoreRegistry
+) -> None:
+    """Write one object: a local file, or an object through obstore (one request for bytes, a
+    streamed multipart upload for an iterable of pieces)."""
     store, path, prefix = registry.resolve_with_prefix(url)
     local = local_path(url) if prefix is None else None
     if local is not None:
         target = Path(local)
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as f:
-            for piece in pieces:
-                f.write(piece)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                f.writelines(data)
         return
     try:
-        obstore.put(store, path, iter(pieces))
+        obstore.put(store, path, data if isinstance(data, bytes) else iter(data))
     except Exception as err:
         raise translate_io_error(err, url) from err
