@@ -115,7 +115,8 @@ def expand_glob(pattern: str, registry: ObjectStoreRegistry) -> list[str]:
         return [normalize_url(pattern)]
     scheme = urlsplit(pattern).scheme
     if len(scheme) <= 1 or scheme == "file":
-        local = local_path(pattern) if scheme == "file" else pattern
+        # Not urlsplit: a `?` in a glob is not the start of a query.
+        local = unquote(pattern.removeprefix("file://")) if scheme == "file" else pattern
         absolute = str(Path(local or pattern).expanduser().absolute())
         return sorted(Path(p).resolve().as_uri() for p in glob.glob(absolute) if Path(p).is_file())
     url = pattern
