@@ -4,7 +4,24 @@ from __future__ import annotations
 
 # h5py and hdf5plugin must be imported before netCDF4: netCDF4's wheel bundles its own libhdf5,
 # and hdf5plugin's filters registered after it fail with "error during user callback".
+from collections.abc import Iterator
+from typing import Any
+
 import h5py  # noqa: F401
 import hdf5plugin  # noqa: F401
+import pytest
 
 pytest_plugins = ["s3_server"]
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """One real dask.distributed cluster (2 worker processes) for every dask test of a session."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

@@ -19,7 +19,6 @@ from vcube.mapreduce import Outcome, PartialFailureWarning
 from vcube.parallel import SerialExecutor
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 FILES = 40
@@ -51,18 +50,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     for i, path in enumerate(paths):
         write_file(path, i)
     return paths
-
-
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
 
 
 def read_back(ds: xr.Dataset) -> xr.Dataset:

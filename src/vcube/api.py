@@ -95,7 +95,7 @@ def open_virtual_mfdataset(
     parallel: Parallel = False,
     join: JoinOptions = "exact",
     combine_attrs: CombineAttrsOptions = "override",
-    retries: int = 3,
+    retries: int | RetryPolicy = 3,
     on_error: OnError = "raise",
     progress: bool | Callback = False,
     max_workers: int | None = None,
@@ -119,7 +119,8 @@ def open_virtual_mfdataset(
         configured `Executor` instance.
     retries
         Attempts beyond the first for a file whose failure is transient (timeouts, dropped
-        connections, throttling, HTTP 5xx), with exponential backoff and jitter.
+        connections, throttling, HTTP 5xx), with exponential backoff and jitter; a
+        `vcube.parallel.RetryPolicy` also sets the backoff.
     on_error
         "raise" the first failure, or leave failed files out and "warn" or "skip" silently;
         `ds.vcube.report` lists the failures either way.
@@ -140,7 +141,7 @@ def open_virtual_mfdataset(
     urls = list(_flatten(nested))
     if not urls:
         raise VcubeError(f"no files match {paths!r}")
-    policy = RetryPolicy(retries=retries)
+    policy = RetryPolicy(retries=retries) if isinstance(retries, int) else retries
     tasks = [
         Task(i, url, open_virtual_dataset, registry, parser, open_kwargs, preprocess, policy)
         for i, url in enumerate(urls)

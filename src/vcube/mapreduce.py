@@ -81,6 +81,7 @@ class MapReport:
     failures: list[TaskFailure] = field(default_factory=list)
     attempts: int = 0
     read_stats: ReadStats = field(default_factory=ReadStats)
+    attempts_by_url: dict[str, int] = field(default_factory=dict)
 
     @property
     def retried(self) -> int:
@@ -98,20 +99,24 @@ def run_tasks(
     """Run every task; the datasets of those that succeeded, in input order, and a report."""
     progress.on_start(len(tasks))
     outcomes: list[Outcome] = []
+
+    def done(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        progress.on_task_end(outcome)
+        if on_error == "raise" and outcome.failure is not None:
+            _handle_failures(MapReport(failures=[outcome.failure]), on_error)  # stop now
+
     try:
         if isinstance(executor, SerialExecutor):
             for task in tasks:
-                outcomes.append(task())
-                progress.on_task_end(outcomes[-1])
+                done(task())
         elif not getattr(executor, "supports_submit", True):
             for outcome in executor.map(_run, tasks):
-                outcomes.append(outcome)
-                progress.on_task_end(outcome)
+                done(outcome)
         else:
             futures = {executor.submit(_run, task): task for task in tasks}
             for future in as_completed(futures):
-                outcomes.append(_outcome(future, futures[future]))
-                progress.on_task_end(outcomes[-1])
+                done(_outcome(future, futures[future]))
     finally:
         progress.on_end()
     outcomes.sort(key=lambda o: o.index)
@@ -119,6 +124,7 @@ def run_tasks(
         succeeded=[o.url for o in outcomes if o.failure is None],
         failures=[o.failure for o in outcomes if o.failure is not None],
         attempts=sum(o.attempts for o in outcomes),
+        attempts_by_url={o.url: o.attempts for o in outcomes},
     )
     for outcome in outcomes:
         if outcome.read_stats is not None:

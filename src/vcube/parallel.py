@@ -109,7 +109,8 @@ class LithopsEagerFunctionExecutor(Executor):
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any
     ) -> Iterator[Any]:
-        items = list(zip(*iterables, strict=True))
+        # lithops unpacks a tuple item into the function's parameters: wrap each in a 1-tuple.
+        items = [(args,) for args in zip(*iterables, strict=True)]
         futures = self._lithops.map(_star(fn), items)
         return iter(self._lithops.get_result(futures))
 

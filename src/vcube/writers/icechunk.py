@@ -19,8 +19,9 @@ import math
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import zarr.api.asynchronous
@@ -57,11 +58,11 @@ Mode = Literal["w", "w-", "a", "r+"]
 Json = dict[str, Any]
 
 ZARR_JSON = "zarr.json"
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # src/vcube: no warning points inside it
 # What xarray moves from attributes to encoding: an appended array must agree on all of them.
 CF_KEYS = ("units", "calendar", "scale_factor", "add_offset", "_FillValue", "missing_value")
 # What fixes how stored chunks decode; everything in zarr.json but the shape and attributes.
 LAYOUT_KEYS = ("data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
-_VIRTUAL, _NATIVE = 2, 1  # icechunk.ChunkType values in `array_chunk_iterator` batches
 
 
 def to_icechunk(
@@ -92,8 +93,9 @@ def to_icechunk(
         references of existing arrays whose metadata does not change. None means `"w-"`, or
         `"a"` with `append_dim`.
     append_dim
-        Append along this dimension: arrays that have it grow, the others must equal the stored
-        ones and are left unchanged. Creates the group when it does not exist yet (mode `"a"`).
+        Append along this dimension: arrays that have it grow; the others must match the stored
+        ones (metadata, and values of loaded ones) and are left unchanged. A missing group is
+        created (mode `"a"`).
     region
         Not supported; must be None.
     last_updated_at
@@ -132,7 +134,7 @@ def to_icechunk(
             "the dataset has no virtual variables: every variable is written as native chunks "
             "(open the files with vcube.open_virtual_dataset to write references)",
             VcubeWarning,
-            stacklevel=2,
+            skip_file_prefixes=(_PACKAGE,),  # point at the caller, also through ds.vcube
         )
     if validate_containers:
         arrays = [v.data for v in ds.variables.values() if isinstance(v.data, ManifestArray)]
@@ -143,7 +145,6 @@ def to_icechunk(
         mode=open_mode,
         append_dim=append_dim,
         checksum=_checksum(last_updated_at),
-        validate_containers=validate_containers,
     )
     session = store.session
     clean = not session.has_uncommitted_changes
@@ -196,10 +197,12 @@ def _checksum(last_updated_at: datetime | None) -> datetime | None:
 def _check_containers(arrays: Iterable[ManifestArray], containers: Mapping[str, Any]) -> None:
     """Every URL the arrays reference starts with the prefix of a virtual chunk container."""
     prefixes = tuple(containers)
+    unquoted = tuple(unquote(p) for p in prefixes)
     unmatched: dict[str, None] = {}
     for array in arrays:
         for url in _used_urls(array.manifest):
-            if not url.startswith(prefixes):
+            # Icechunk percent-encodes locations: "a b" and "a%20b" name the same file.
+            if not (url.startswith(prefixes) or unquote(url).startswith(unquoted)):
                 unmatched.setdefault(url)
     if not unmatched:
         return
@@ -210,8 +213,9 @@ def _check_containers(arrays: Iterable[ManifestArray], containers: Mapping[str, 
         f"no virtual chunk container of the repository matches {url!r}{more}; configured "
         f"prefixes: {', '.join(map(repr, prefixes)) or 'none'}. Add a container for "
         f"{suggested!r} to the repository config (config.set_virtual_chunk_container("
-        f"icechunk.VirtualChunkContainer({suggested!r}, store)), then repo.save_config()) and "
-        f"authorize it (authorize_virtual_chunk_access={{{suggested!r}: credentials}}). "
+        f"icechunk.VirtualChunkContainer({suggested!r}, store)); repo.reopen(config=config); "
+        f"repo.save_config()) and authorize it when opening the repository "
+        f"(authorize_virtual_chunk_access={{{suggested!r}: credentials}}). "
         f"Nothing was written."
     )
 
@@ -261,14 +265,12 @@ class _Writer:
         mode: Mode,
         append_dim: str | None,
         checksum: datetime | None,
-        validate_containers: bool,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.mode = mode
         self.append_dim = append_dim
         self.checksum = checksum
-        self.validate = validate_containers
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -288,8 +290,10 @@ class _Writer:
         if appending:
             ds = _with_stored_encoding(ds, stored, loaded, self.append_dim)
         tree = ManifestGroup.from_virtual_dataset(ds)  # encodes loaded variables (sync zarr)
-        attributes = {**tree.attributes, **_coordinates_attribute(ds)}
-        sync(self.plan_and_write(tree, attributes, stored_group, stored, loaded, appending))
+        steps = sync(self.plan_and_write(tree, stored_group, stored, loaded, appending))
+        for step in steps:  # icechunk inserts the references of one call in Rust, GIL released
+            if step.chunk_offset is not None and step.value_region is None:
+                self.write_references(step.key, step.array.manifest, step.chunk_offset)
 
     async def read_state(self, names: Sequence[str]) -> tuple[Json | None, list[Json | None]]:
         """The stored group document and the stored document of each of `names`."""
@@ -302,12 +306,13 @@ class _Writer:
     async def plan_and_write(
         self,
         tree: ManifestGroup,
-        attributes: Json,
         stored_group: Json | None,
         stored: dict[str, Json | None],
         loaded: set[str],
         appending: bool,
-    ) -> None:
+    ) -> list[_Step]:
+        """Check everything, then write the metadata, loaded values and inline chunks; the steps
+        whose references are still to be written are returned."""
         if appending:
             steps = await self.plan_append(tree, stored, loaded)
         elif self.mode == "r+":
@@ -323,12 +328,13 @@ class _Writer:
             await self.store.delete_dir(self.prefix)
         if stored_group is None or self.mode == "w":
             await self.create_ancestors()
-            await self.write_json(_metadata_key(self.prefix), _group_document(attributes))
+            await self.write_json(_metadata_key(self.prefix), _group_document(tree.attributes))
         elif self.mode == "a" and not appending:
-            merged = {**stored_group.get("attributes", {}), **attributes}
+            merged = {**stored_group.get("attributes", {}), **tree.attributes}
             await self.write_json(_metadata_key(self.prefix), _group_document(merged))
         source = ManifestStore(tree)
         await asyncio.gather(*(self.apply(step, source) for step in steps))
+        return steps
 
     # -- plans -------------------------------------------------------------------------------
 
@@ -347,8 +353,11 @@ class _Writer:
                     continue
                 new = _document(array)
                 difference = _difference(new, doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names"))
-                if difference is None and not await self.same_chunks(key, array):
-                    difference = "chunk references or values"
+                # Loaded values are compared; virtual ones cannot be without reading the files
+                # (their references name other files), so their metadata must do.
+                same = name not in loaded or await self.same_values(key, array.manifest)
+                if difference is None and not same:
+                    difference = "values"
                 if difference is not None:
                     raise IncompatibleArraysError(
                         f"variable {name!r} has no dimension {dim!r}, so appending leaves it "
@@ -389,47 +398,13 @@ class _Writer:
                     f"dataset has no variable {child!r}: appending would leave it shorter"
                 )
 
-    async def same_chunks(self, key: str, array: ManifestArray) -> bool:
-        """True when the stored chunks of `key` are the references / bytes of `array`."""
-        manifest = array.manifest
-        expected = np.argwhere(manifest.path_ids != MISSING)
-        batches = [b async for b in self.store.array_chunk_iterator(key)]
-        if batches:
-            coords = np.concatenate([b[0] for b in batches]).astype(np.int64)
-            kinds = np.concatenate([b[1] for b in batches])
-            paths = [p for b in batches for p in b[2]]
-            offsets = np.concatenate([b[3] for b in batches])
-            lengths = np.concatenate([b[4] for b in batches])
-        else:
-            coords = np.zeros((0, manifest.ndim_chunk_grid), dtype=np.int64)
-            kinds, paths = np.zeros(0, dtype=np.uint8), []
-            offsets = lengths = np.zeros(0, dtype=np.uint64)
-        inlined = {}
-        for i, b in enumerate(batches):
-            base = sum(len(x[1]) for x in batches[:i])
-            inlined.update({base + k: v for k, v in b[5].items()})
-        order = np.lexsort(coords.T[::-1]) if coords.size else np.arange(len(kinds))
-        if len(order) != len(expected) or not np.array_equal(coords[order], expected):
-            return False
-        urls = _urls(manifest)
-        for row, i in zip(expected, order.tolist(), strict=True):
-            index = tuple(int(x) for x in row)
-            pid = int(manifest.path_ids[index])
-            if pid >= 0:
-                same = (
-                    kinds[i] == _VIRTUAL
-                    and paths[i] == urls[pid]
-                    and offsets[i] == manifest.offsets[index]
-                    and lengths[i] == manifest.lengths[index]
-                )
-            else:
-                data = inlined.get(i)
-                if data is None and kinds[i] == _NATIVE:
-                    data = await self.read_bytes(_chunk_key(key, index))
-                same = data == manifest.inline[int(manifest.offsets[index])]
-            if not same:
-                return False
-        return True
+    async def same_values(self, key: str, manifest: ChunkManifest) -> bool:
+        """True when the stored chunks of a loaded (in-memory) array are its chunks, byte for
+        byte (both encoded by the same encoder)."""
+        present = np.argwhere(manifest.path_ids != MISSING).tolist()
+        stored = await asyncio.gather(*(self.read_bytes(_chunk_key(key, i)) for i in present))
+        new = [manifest.inline[int(manifest.offsets[tuple(i)])] for i in present]
+        return stored == new
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -445,46 +420,45 @@ class _Writer:
             )
             await target.setitem(step.value_region, values)
         elif step.chunk_offset is not None:
-            await self.write_chunks(step.key, step.array.manifest, step.chunk_offset)
+            await self.write_inline(step.key, step.array.manifest, step.chunk_offset)
 
-    async def write_chunks(
+    def write_references(self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]) -> None:
+        """All file references of one array in one bulk call, as numpy columns."""
+        ids = manifest.path_ids
+        if not bool(np.any(ids >= 0)):
+            return
+        urls = _urls(manifest)
+        table = np.array([*urls, ""], dtype=object)  # "" marks what icechunk skips
+        locations = table[np.where(ids >= 0, ids, len(urls)).reshape(-1)].tolist()
+        self.store.set_virtual_refs_arr(
+            key,
+            manifest.grid_shape,
+            locations,
+            np.ascontiguousarray(manifest.offsets).reshape(-1),
+            np.ascontiguousarray(manifest.lengths).reshape(-1),
+            validate_containers=False,  # checked once per URL before writing (`_check_containers`)
+            arr_offset=offset if any(offset) else None,
+            checksum=self.checksum,
+        )
+
+    async def write_inline(
         self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]
     ) -> None:
-        """All file references of one array in one bulk call; inline chunks as native chunks."""
-        ids = manifest.path_ids
-        offset = offset or (0,) * ids.ndim
-        if bool(np.any(ids >= 0)):
-            urls = _urls(manifest)
-            table = np.array([*urls, ""], dtype=object)
-            locations = table[np.where(ids >= 0, ids, len(urls)).reshape(-1)].tolist()
-            failed = await self.store.set_virtual_refs_arr_async(
-                key,
-                manifest.grid_shape,
-                locations,
-                np.ascontiguousarray(manifest.offsets).ravel(),
-                np.ascontiguousarray(manifest.lengths).ravel(),
-                validate_containers=self.validate,
-                arr_offset=offset if any(offset) else None,
-                checksum=self.checksum,
-            )
-            if failed:
-                raise StoreNotFoundError(
-                    f"Icechunk refused {len(failed)} references of {key!r} (first at chunk "
-                    f"{failed[0]}): no virtual chunk container matches their URLs"
+        """The in-memory chunks of one array as native chunks at their (shifted) chunk keys."""
+        inline = np.argwhere(manifest.path_ids == INLINE)
+        if not len(inline):
+            return
+        shifted = inline + np.asarray(offset or (0,) * inline.shape[1], dtype=np.intp)
+        prototype = default_buffer_prototype()
+        await asyncio.gather(
+            *(
+                self.store.set(
+                    _chunk_key(key, new),
+                    prototype.buffer.from_bytes(manifest.inline[int(manifest.offsets[old])]),
                 )
-        inline = np.argwhere(ids == INLINE)
-        if len(inline):
-            shifted = inline + np.asarray(offset, dtype=np.intp)
-            prototype = default_buffer_prototype()
-            await asyncio.gather(
-                *(
-                    self.store.set(
-                        _chunk_key(key, tuple(new)),
-                        prototype.buffer.from_bytes(manifest.inline[int(manifest.offsets[old])]),
-                    )
-                    for old, new in zip(map(tuple, inline.tolist()), shifted.tolist(), strict=True)
-                )
+                for old, new in zip(map(tuple, inline.tolist()), shifted.tolist(), strict=True)
             )
+        )
 
     async def check_ancestors(self) -> None:
         parts = self.prefix.split("/") if self.prefix else []
@@ -611,18 +585,6 @@ def _document(array: ManifestArray) -> Json:
 
 def _group_document(attributes: Mapping[str, Any]) -> Json:
     return {"zarr_format": 3, "node_type": "group", "attributes": strict_json(dict(attributes))}
-
-
-def _coordinates_attribute(ds: xr.Dataset) -> dict[str, str]:
-    """The group's `coordinates` attribute (xarray's convention) naming the non-dimension
-    coordinates no variable's `coordinates` attribute names, so a reader finds them again."""
-    named: set[str] = set()
-    for var in ds.variables.values():
-        text = var.attrs.get("coordinates", var.encoding.get("coordinates"))
-        if isinstance(text, str):
-            named.update(text.split())
-    orphans = sorted(str(c) for c in ds.coords if c not in ds.dims and c not in named)
-    return {"coordinates": " ".join(orphans)} if orphans else {}
 
 
 def _difference(new: Json, stored: Json, *, keys: Sequence[str]) -> str | None:
