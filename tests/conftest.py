@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 # h5py and hdf5plugin must be imported before netCDF4: netCDF4's wheel bundles its own libhdf5,
 # and hdf5plugin's filters registered after it fail with "error during user callback".
-from collections.abc import Iterator
-from typing import Any
-
 import h5py  # noqa: F401
 import hdf5plugin  # noqa: F401
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytest_plugins = ["s3_server"]
 
