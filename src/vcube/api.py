@@ -292,6 +292,9 @@ def _load(
 
 async def _read_arrays(store: ManifestStore, names: list[str]) -> list[Any]:
     async def read(name: str) -> Any:
+        values = await store.read_plain(name)
+        if values is not None:
+            return values
         array = await zarr.api.asynchronous.open_array(store=store, path=name, zarr_format=3)
         return await array.getitem(...)
 

@@ -437,3 +437,20 @@ def test_nested_hdf5_groups(tmp_path: Path) -> None:
         offset, size = f["a/e"].id.get_offset(), f["a/e"].id.get_storage_size()
     assert fetch(store, "a/b/c/d/c/1/1") == raw[info.byte_offset : info.byte_offset + info.size]
     assert fetch(store, "a/e/c", SuffixByteRequest(2)) == raw[offset : offset + size][-2:]
+
+
+def test_read_plain_equals_zarr(tmp_path: Path) -> None:
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("contiguous", data=np.arange(7, dtype=">i4"))
+        sparse = f.create_dataset("sparse", shape=(5, 7), chunks=(2, 3), dtype="f8", fillvalue=-1)
+        sparse[0:2, 0:3] = 1.5
+        sparse[4, 6] = 2.5
+        f.create_dataset("scalar", data=np.float32(3.25))
+        f.create_dataset("compressed", data=np.arange(10.0), chunks=(5,), compression="gzip")
+    store = HDFParser()(str(path))
+    for name in ("contiguous", "sparse", "scalar"):
+        plain = asyncio.run(store.read_plain(name))
+        assert plain is not None, name
+        np.testing.assert_array_equal(plain, zarr.open_array(store, path=name)[...], strict=True)
+    assert asyncio.run(store.read_plain("compressed")) is None
