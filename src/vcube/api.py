@@ -1,4 +1,4 @@
-"""`open_virtual_dataset`: one file's metadata as an xarray Dataset of virtual variables."""
+"""The public entry points: `open_virtual_dataset` (one file) and `open_virtual_mfdataset` (many)."""
 
 from __future__ import annotations
 
