@@ -12,7 +12,7 @@ from vcube.errors import (
     VcubeError,
 )
 from vcube.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
-from vcube.parsers import HDFParser
+from vcube.parsers import HDFParser, NetCDF3Parser
 from vcube.registry import ObjectStoreRegistry
 
 del _accessor
@@ -25,6 +25,7 @@ __all__ = [
     "ManifestArray",
     "ManifestGroup",
     "ManifestStore",
+    "NetCDF3Parser",
     "NotVirtualizableError",
     "ObjectStoreRegistry",
     "TransientIOError",

@@ -8,6 +8,7 @@ import obstore
 
 from vcube.errors import UnsupportedFormatError
 from vcube.parsers.hdf5 import HDFParser
+from vcube.parsers.netcdf3 import NetCDF3Parser
 from vcube.readers import translate_io_error
 
 if TYPE_CHECKING:
@@ -19,16 +20,14 @@ __all__ = ["detect_parser"]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # An HDF5 superblock may follow a user block of 512, 1024, 2048... bytes.
 HDF5_SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096)
+NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 KNOWN = {
-    b"CDF\x01": "NetCDF3 classic",
-    b"CDF\x02": "NetCDF3 64-bit offset",
-    b"CDF\x05": "NetCDF3 64-bit data",
     b"SIMPLE  =": "FITS",
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
     b"II+\x00": "BigTIFF",
 }
-TRIED = "HDF5/NetCDF4"
+TRIED = "HDF5/NetCDF4, NetCDF3"
 
 
 def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
@@ -42,6 +41,8 @@ def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
         raise translate_io_error(err, url) from err
     if any(head[o : o + 8] == HDF5_SIGNATURE for o in HDF5_SIGNATURE_OFFSETS):
         return HDFParser()
+    if head.startswith(NETCDF3_MAGIC):
+        return NetCDF3Parser()
     for magic, name in KNOWN.items():
         if head.startswith(magic):
             raise UnsupportedFormatError(
