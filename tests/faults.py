@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import multiprocessing
 import socket
 import sys
 import threading
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from s3_server import child_server
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
@@ -49,7 +49,6 @@ __all__ = ["FaultMode", "FaultProxy", "KeyCount", "fault_proxy", "run_proxy", "s
 
 FaultMode = Literal["503", "500", "reset"]
 CONTROL = "/__faults__/"
-START_TIMEOUT = 30.0  # seconds for the child to listen
 UPSTREAM_TIMEOUT = 30.0  # seconds for the moto server to answer one request
 IDLE_TIMEOUT = 60.0  # an idle client connection is closed after this many seconds
 BLOCK = 64 * 2**10
@@ -396,29 +395,8 @@ def _serve(conn: Connection, upstream: str) -> None:
 @contextlib.contextmanager
 def run_proxy(upstream: str) -> Iterator[FaultProxy]:
     """A fault proxy in front of `upstream` (e.g. `http://127.0.0.1:5000`) while in the block."""
-    # spawn, not fork: the test process has threads (fork would copy their locks, held).
-    context = multiprocessing.get_context("spawn")
-    conn, child_conn = context.Pipe()
-    process = context.Process(target=_serve, args=(child_conn, upstream), daemon=True)
-    process.start()
-    child_conn.close()
-    try:
-        if not conn.poll(START_TIMEOUT):
-            raise RuntimeError(f"the fault proxy did not start in {START_TIMEOUT} s")
-        try:
-            port = conn.recv()
-        except EOFError:
-            process.join(10)
-            raise RuntimeError(f"the fault proxy exited (code {process.exitcode})") from None
+    with child_server(_serve, upstream, what="the fault proxy") as port:
         yield FaultProxy(f"http://127.0.0.1:{port}")
-    finally:
-        with contextlib.suppress(OSError):
-            conn.send("stop")
-        process.join(10)
-        if process.is_alive():
-            process.terminate()
-            process.join()
-        conn.close()
 
 
 @pytest.fixture

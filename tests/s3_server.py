@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import obstore
@@ -33,7 +33,7 @@ import pytest
 from obstore.store import S3Store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from multiprocessing.connection import Connection
     from pathlib import Path
 
@@ -174,28 +174,27 @@ def _serve(conn: Connection, log: str) -> None:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A moto S3 server on 127.0.0.1, on a free port, for the whole session (or xdist worker)."""
-    log = tmp_path_factory.mktemp("s3_server") / "requests.tsv"
-    log.touch()
+@contextlib.contextmanager
+def child_server(
+    target: Callable[[Connection, str], None], arg: str, *, what: str
+) -> Iterator[Any]:
+    """Run `target(conn, arg)` in a child process; yield the first message it sends (its address)
+    and tell it to stop afterwards."""
     # spawn, not fork: the test process has threads (fork would copy their locks, held).
     context = multiprocessing.get_context("spawn")
     conn, child_conn = context.Pipe()
-    process = context.Process(target=_serve, args=(child_conn, str(log)), daemon=True)
+    process = context.Process(target=target, args=(child_conn, arg), daemon=True)
     process.start()
     child_conn.close()  # the child's end: closed here, so a dead child reads as end of file
     try:
         if not conn.poll(START_TIMEOUT):
-            raise RuntimeError(f"the moto S3 server did not start in {START_TIMEOUT} s")
+            raise RuntimeError(f"{what} did not start in {START_TIMEOUT} s")
         try:
-            host, port = conn.recv()
+            address = conn.recv()
         except EOFError:
             process.join(10)
-            raise RuntimeError(
-                f"the moto S3 server process exited (code {process.exitcode})"
-            ) from None
-        yield S3Server(f"http://{host}:{port}", log)
+            raise RuntimeError(f"{what} exited (code {process.exitcode})") from None
+        yield address
     finally:
         with contextlib.suppress(OSError):  # the child may be gone already
             conn.send("stop")
@@ -204,6 +203,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             process.terminate()
             process.join()
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A moto S3 server on 127.0.0.1, on a free port, for the whole session (or xdist worker)."""
+    log = tmp_path_factory.mktemp("s3_server") / "requests.tsv"
+    log.touch()
+    with child_server(_serve, str(log), what="the moto S3 server") as (host, port):
+        yield S3Server(f"http://{host}:{port}", log)
 
 
 @pytest.fixture

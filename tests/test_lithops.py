@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import netCDF4
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from faults import FaultProxy
     from s3_server import S3Server
 
-    from vcube.mapreduce import Outcome
 
 pytest_plugins = ["faults"]
 pytestmark = pytest.mark.slow
@@ -78,22 +76,6 @@ def executor() -> Iterator[LithopsEagerFunctionExecutor]:
     lithops_executor.shutdown()  # an instance passed in is the caller's to shut down
 
 
-@dataclass
-class Attempts:
-    """A progress callback recording the attempts each file took."""
-
-    by_url: dict[str, int] = field(default_factory=dict)
-
-    def on_start(self, total: int) -> None:
-        pass
-
-    def on_task_end(self, outcome: Outcome) -> None:
-        self.by_url[outcome.url] = outcome.attempts
-
-    def on_end(self) -> None:
-        pass
-
-
 def assert_equals_netcdf4(ds: xr.Dataset, files: list[Path], registry: Any = None) -> None:
     """Read back through zarr, compared with what netCDF4 reads (masked values as NaN)."""
     store = vcube.ManifestStore.from_virtual_dataset(ds, registry=registry)
@@ -138,17 +120,15 @@ def test_retries_on_lithops(
     fault_proxy.fail(f"sst/{files[1].name}", 2, "503")
     fault_proxy.fail(f"sst/{files[2].name}", 1, "reset", methods={"GET"})
     through_proxy = s3_store_for(fault_proxy.endpoint, s3_bucket, retries=False)
-    attempts = Attempts()
     ds = vcube.open_virtual_mfdataset(
         urls,
         registry=ObjectStoreRegistry({f"s3://{s3_bucket}": through_proxy}),
         parallel=executor,
         retries=3,
-        progress=attempts,
     )
-    assert attempts.by_url == {urls[0]: 1, urls[1]: 3, urls[2]: 2, urls[3]: 1}
     report = ds.vcube.report
     assert report is not None
+    assert report.attempts_by_url == {urls[0]: 1, urls[1]: 3, urls[2]: 2, urls[3]: 1}
     assert (report.attempts, report.failures) == (FILES + 3, [])
     direct = ObjectStoreRegistry({f"s3://{s3_bucket}": s3_server.store(s3_bucket)})
     assert_equals_netcdf4(ds, files, direct)

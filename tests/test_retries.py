@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import netCDF4
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from faults import FaultMode, FaultProxy
     from s3_server import S3Server
 
-    from vcube.mapreduce import MapReport, Outcome
+    from vcube.mapreduce import MapReport
 
 pytest_plugins = ["faults"]
 pytestmark = pytest.mark.s3
@@ -123,30 +123,11 @@ def parallel(request: pytest.FixtureRequest) -> Any:
     return {"serial": False}.get(request.param, request.param)
 
 
-@dataclass
-class Attempts:
-    """A progress callback recording the attempts each file took (the report sums them)."""
-
-    by_url: dict[str, int] = field(default_factory=dict)
-
-    def on_start(self, total: int) -> None:
-        pass
-
-    def on_task_end(self, outcome: Outcome) -> None:
-        self.by_url[outcome.url] = outcome.attempts
-
-    def on_end(self) -> None:
-        pass
-
-
 def open_remote(remote: Remote, **kwargs: Any) -> tuple[xr.Dataset, MapReport, dict[str, int]]:
-    attempts = Attempts()
-    ds = vcube.open_virtual_mfdataset(
-        remote.urls, registry=remote.faulty, progress=attempts, **kwargs
-    )
+    ds = vcube.open_virtual_mfdataset(remote.urls, registry=remote.faulty, **kwargs)
     report = ds.vcube.report
     assert report is not None
-    return ds, report, attempts.by_url
+    return ds, report, report.attempts_by_url
 
 
 def assert_reads_back(ds: xr.Dataset, registry: ObjectStoreRegistry, files: list[Path]) -> None:
@@ -217,11 +198,9 @@ def test_a_failure_at_any_request_of_a_file_is_retried(
     for position in range(clean):
         proxy.clear()
         proxy.fail(KEYS[0], 1, mode, after=position)
-        attempts = Attempts()
-        ds = vcube.open_virtual_mfdataset(
-            [url], registry=remote.faulty, retries=1, progress=attempts
-        )
-        assert attempts.by_url == {url: 2}, position
+        ds = vcube.open_virtual_mfdataset([url], registry=remote.faulty, retries=1)
+        assert ds.vcube.report is not None
+        assert ds.vcube.report.attempts_by_url == {url: 2}, position
         # The failed attempt stopped at its failed request (reads already in flight beside it,
         # the coordinates are read concurrently, may finish); the retry made a clean run.
         assert clean + position + 1 <= proxy.requests(KEYS[0]) <= 2 * clean, position
