@@ -25,6 +25,7 @@ from vcube.errors import (
     VcubeError,
 )
 from vcube.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
+from vcube.manifests.array_api import grid_shape
 from vcube.manifests.attrs import encode_attributes, json_value
 from vcube.manifests.inline import encode_chunks, inline_array
 from vcube.manifests.manifest import MISSING
@@ -415,7 +416,7 @@ def _chunked_manifest(
     ds: h5py.Dataset, shape: tuple[int, ...], chunks: tuple[int, ...], url: str
 ) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
     """The manifest from HDF5's chunk index, and the chunks stored with some filters skipped."""
-    grid = tuple(-(-int(n) // c) for n, c in zip(shape, chunks, strict=True))
+    grid = grid_shape(shape, chunks)
     infos: list[Any] = []
     if ds.size:
         ds.id.chunk_iter(infos.append)
@@ -493,7 +494,7 @@ def _single_chunk_manifest(
 ) -> ChunkManifest:
     """Chunk 0 holds the stored array; any chunks beyond it (the variable is longer than what
     was written) are missing."""
-    manifest = ChunkManifest.empty(tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True)))
+    manifest = ChunkManifest.empty(grid_shape(shape, chunks))
     first = (0,) * len(shape)
     if not ds.size:
         return manifest

@@ -19,6 +19,7 @@ from zarr.codecs import BytesCodec
 
 from vcube.errors import UnsupportedFormatError, VcubeError
 from vcube.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
+from vcube.manifests.array_api import grid_shape
 from vcube.manifests.attrs import encode_attributes, json_value
 from vcube.manifests.metadata import array_metadata
 from vcube.readers import ObjectReader, ReadOptions, ReadStats
@@ -269,7 +270,7 @@ def _array(v: _Variable, header: _Header, url: str) -> ManifestArray:
     else:
         chunks = v.shape
         offsets = np.full(1, v.begin, dtype=np.uint64)
-    grid = tuple(-(-n // c) for n, c in zip(v.shape, chunks, strict=True))
+    grid = grid_shape(v.shape, chunks)
     manifest = ChunkManifest.from_file(
         url, offsets=offsets.reshape(grid), lengths=np.full(grid, v.slice_bytes, dtype=np.uint64)
     )
