@@ -11,6 +11,7 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from conformance import assert_conformant, assert_conformant_s3
 from scipy.io import netcdf_file
 
 import vcube
@@ -274,3 +275,21 @@ def test_icechunk_round_trip(fmt: str, tmp_path: Path) -> None:
     for kwargs in (RAW, {}):
         actual = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None, **kwargs)
         xr.testing.assert_identical(actual.load(), xr.open_dataset(path, **kwargs).load())
+
+
+@pytest.mark.parametrize("fmt", NETCDF4_FORMATS)
+def test_conformance(fmt: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "x.nc"
+    write_netcdf4(path, fmt)
+    expected = xr.open_dataset(path, engine="netcdf4", **RAW)
+    assert_conformant(path, expected, NetCDF3Parser(), tmp_path)
+
+
+@pytest.mark.s3
+def test_conformance_s3(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    path = tmp_path / "x.nc"
+    write_netcdf4(path, "NETCDF3_64BIT_OFFSET")
+    expected = xr.open_dataset(path, engine="netcdf4", **RAW)
+    assert_conformant_s3(path, expected, NetCDF3Parser(), s3_server, s3_bucket)

@@ -1,54 +1,110 @@
-"""Choose a parser from a file's first bytes (its magic number)."""
+"""Choose a parser from a file's first bytes (its magic number), or from the metadata documents at
+the top of a directory / object-store prefix (Zarr stores, Kerchunk Parquet references)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+import json
+from typing import TYPE_CHECKING, Final
 
 import obstore
 
 from vcube.errors import UnsupportedFormatError
-from vcube.parsers.hdf5 import HDFParser
-from vcube.parsers.netcdf3 import NetCDF3Parser
 from vcube.readers import translate_io_error
 
 if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
     from vcube.parsers.types import Parser
     from vcube.registry import ObjectStoreRegistry
 
 __all__ = ["detect_parser"]
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
 # An HDF5 superblock may follow a user block of 512, 1024, 2048... bytes.
-HDF5_SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096)
-NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
-KNOWN = {
+HDF5_SIGNATURE_OFFSETS: Final = (0, 512, 1024, 2048, 4096)
+MAGIC: Final = {
+    b"CDF\x01": "NetCDF3",
+    b"CDF\x02": "NetCDF3",
+    b"CDF\x05": "NetCDF3",
     b"SIMPLE  =": "FITS",
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
-    b"II+\x00": "BigTIFF",
+    b"II+\x00": "TIFF",  # BigTIFF
+    b"MM\x00+": "TIFF",
 }
-TRIED = "HDF5/NetCDF4, NetCDF3"
+ZARR_DOCUMENTS: Final = ("zarr.json", ".zgroup", ".zarray")
+# format -> module:class, imported only when chosen (astropy, tifffile are optional)
+PARSERS: Final = {
+    "HDF5/NetCDF4": "vcube.parsers.hdf5:HDFParser",
+    "NetCDF3": "vcube.parsers.netcdf3:NetCDF3Parser",
+    "Zarr": "vcube.parsers.zarr:ZarrParser",
+    "Kerchunk JSON": "vcube.parsers.kerchunk:KerchunkJSONParser",
+    "Kerchunk Parquet": "vcube.parsers.kerchunk:KerchunkParquetParser",
+    "FITS": "vcube.parsers.fits:FITSParser",
+    "TIFF": "vcube.parsers.tiff:TIFFParser",
+}
+TRIED: Final = ", ".join(PARSERS)
 
 
 def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
-    """The parser for the file at `url`, chosen by its signature."""
+    """The parser for the file (or Zarr / Kerchunk Parquet directory) at `url`, chosen by its
+    signature."""
     store, path = registry.resolve(url)
     try:
-        size = obstore.head(store, path)["size"]
-        length = min(size, max(HDF5_SIGNATURE_OFFSETS) + 8)
-        head = bytes(obstore.get_range(store, path, start=0, length=length)) if length else b""
+        head = _head(store, path)
+    except FileNotFoundError as err:
+        name = _directory_format(store, path, url)
+        if name is None:
+            raise translate_io_error(err, url) from err
     except Exception as err:
         raise translate_io_error(err, url) from err
-    if any(head[o : o + 8] == HDF5_SIGNATURE for o in HDF5_SIGNATURE_OFFSETS):
-        return HDFParser()
-    if head.startswith(NETCDF3_MAGIC):
-        return NetCDF3Parser()
-    for magic, name in KNOWN.items():
-        if head.startswith(magic):
+    else:
+        name = _file_format(head)
+        if name is None:
             raise UnsupportedFormatError(
-                f"{url}: {name} files are not supported yet (formats vcube reads: {TRIED})"
+                f"{url}: unrecognized file format (first bytes {head[:8]!r}); formats tried: "
+                f"{TRIED}. Pass parser=... to choose one explicitly."
             )
-    raise UnsupportedFormatError(
-        f"{url}: unrecognized file format (first bytes {head[:8]!r}); formats tried: {TRIED}. "
-        f"Pass parser=... to choose one explicitly."
-    )
+    module, _, cls = PARSERS[name].partition(":")
+    parser: Parser = getattr(importlib.import_module(module), cls)()
+    return parser
+
+
+def _head(store: ObjectStore, path: str) -> bytes:
+    size = obstore.head(store, path)["size"]
+    length = min(size, max(HDF5_SIGNATURE_OFFSETS) + 8)
+    return bytes(obstore.get_range(store, path, start=0, length=length)) if length else b""
+
+
+def _file_format(head: bytes) -> str | None:
+    if any(head[o : o + 8] == HDF5_SIGNATURE for o in HDF5_SIGNATURE_OFFSETS):
+        return "HDF5/NetCDF4"
+    for magic, name in MAGIC.items():
+        if head.startswith(magic):
+            return name
+    if head.lstrip().startswith(b"{"):
+        return "Kerchunk JSON"
+    return None
+
+
+def _directory_format(store: ObjectStore, path: str, url: str) -> str | None:
+    """Zarr or Kerchunk Parquet from the documents at the top of a prefix (one listing)."""
+    prefix = path.rstrip("/")
+    try:
+        listing = obstore.list_with_delimiter(store, prefix=prefix or None)
+        names = {o["path"].rsplit("/", 1)[-1] for o in listing["objects"]}
+    except FileNotFoundError:
+        return None
+    except Exception as err:
+        raise translate_io_error(err, url) from err
+    if any(doc in names for doc in ZARR_DOCUMENTS):
+        return "Zarr"
+    if ".zmetadata" in names:
+        try:
+            meta = json.loads(bytes(obstore.get(store, f"{prefix}/.zmetadata").bytes()))
+        except (ValueError, FileNotFoundError) as err:
+            raise UnsupportedFormatError(f"{url}/.zmetadata: not valid JSON ({err})") from err
+        # Kerchunk's Parquet layout records its record size; consolidated Zarr v2 does not.
+        return "Kerchunk Parquet" if "record_size" in meta else "Zarr"
+    return None
