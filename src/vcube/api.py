@@ -11,7 +11,7 @@ import xarray as xr
 import zarr.api.asynchronous
 from zarr.core.sync import sync
 
-from vcube.errors import VcubeError
+from vcube.errors import NothingVirtualizedError, UnsupportedFeatureError, VcubeError
 from vcube.manifests.attrs import decode_attributes
 from vcube.mapreduce import READ_STATS_KEY, OnError, Task, run_tasks
 from vcube.parallel import Parallel, RetryPolicy, get_executor
@@ -40,6 +40,7 @@ def open_virtual_dataset(
     loadable_variables: Iterable[str] | None = None,
     decode_times: bool | None = None,
     drop_variables: Iterable[str] | None = None,
+    group: str | None = None,
 ) -> xr.Dataset:
     """Open one file as a virtual dataset: chunk references, plus loaded coordinates.
 
@@ -57,6 +58,8 @@ def open_virtual_dataset(
         Decode CF times of loaded variables (xarray's default when None).
     drop_variables
         Variables to leave out.
+    group
+        Open this group of the file (NetCDF4/HDF5, Zarr) instead of the root.
 
     Returns
     -------
@@ -69,7 +72,7 @@ def open_virtual_dataset(
     drop = list(drop_variables or ())
     if parser is None:
         parser = detect_parser(url, registry)
-    store = _configured(parser, drop=drop, load=loadable or [])(url, registry)
+    store = _configured(parser, drop=drop, load=loadable or [], group=group)(url, registry)
     ds = virtual_dataset(
         store,
         loadable_variables=loadable,
@@ -158,7 +161,12 @@ def open_virtual_mfdataset(
     if owned:
         executor.shutdown()
     if not datasets:
-        raise VcubeError(f"none of the {len(urls)} files could be virtualized")
+        first = report.failures[0]
+        raise NothingVirtualizedError(
+            f"none of the {len(urls)} files could be virtualized (first: {first.url}: "
+            f"{first.error_type}: {first.message})",
+            report.failures,
+        )
     kwargs: dict[str, Any] = {
         "compat": compat,
         "data_vars": data_vars,
@@ -209,20 +217,34 @@ def _regrid(nested: Any, datasets: list[xr.Dataset], failures: Sequence[Any]) ->
     return rebuild(nested) if not failures else datasets
 
 
-def _configured(parser: Parser, *, drop: list[str], load: list[str]) -> Parser:
+def _configured(
+    parser: Parser, *, drop: list[str], load: list[str], group: str | None = None
+) -> Parser:
     """`parser` also told which variables to drop and which to load, when it takes those options
-    (dropping in the parser skips variables it could not even read)."""
+    (dropping in the parser skips variables it could not even read), and which group to open."""
     candidate: object = parser  # a Parser protocol says nothing of dataclasses
     if not dataclasses.is_dataclass(candidate) or isinstance(candidate, type):
+        if group is not None:
+            raise _no_groups(parser, group)
         return parser
-    changes: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(candidate)}
+    if group is not None and "group" not in names:
+        raise _no_groups(parser, group)
+    changes: dict[str, Any] = {}
+    if group is not None:
+        changes["group"] = group
     if drop and "drop_variables" in names:
         changes["drop_variables"] = (*getattr(parser, "drop_variables", ()), *drop)
     current = getattr(parser, "load_unsupported", None)
     if load and "load_unsupported" in names and current is not True:
         changes["load_unsupported"] = (*(current or ()), *load)
     return dataclasses.replace(candidate, **changes) if changes else parser  # type: ignore[return-value]
+
+
+def _no_groups(parser: Parser, group: str) -> UnsupportedFeatureError:
+    return UnsupportedFeatureError(
+        f"{type(parser).__name__} files have no groups: open them without group={group!r}"
+    )
 
 
 def virtual_dataset(

@@ -6,10 +6,16 @@ already catch (`ValueError`, `KeyError`, `OSError`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = [
     "ChunkNotFoundError",
     "IncompatibleArraysError",
     "NotVirtualizableError",
+    "NothingVirtualizedError",
     "ReadOnlyError",
     "SourceChangedError",
     "SourceNotFoundError",
@@ -69,6 +75,14 @@ class SourceChangedError(VcubeError, OSError):
 
 class TransientIOError(VcubeError, OSError):
     """An I/O failure that may succeed when retried (timeout, connection reset, throttling)."""
+
+
+class NothingVirtualizedError(VcubeError):
+    """Every file of a map failed (with `on_error` "warn" or "skip"); `failures` says why."""
+
+    def __init__(self, message: str, failures: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 class VcubeWarning(UserWarning):

@@ -15,15 +15,15 @@ from urllib.parse import unquote, urlsplit
 import obstore
 from obstore.store import LocalStore
 
-from vcube.errors import StoreNotFoundError
+from vcube.errors import SourceNotFoundError, StoreNotFoundError
 from vcube.readers import translate_io_error
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from obstore.store import ObjectStore
 
-__all__ = ["ObjectStoreRegistry", "expand_glob", "local_path", "normalize_url"]
+__all__ = ["ObjectStoreRegistry", "expand_glob", "expand_urls", "local_path", "normalize_url"]
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -133,6 +133,18 @@ def expand_glob(pattern: str, registry: ObjectStoreRegistry) -> list[str]:
     except Exception as err:
         raise translate_io_error(err, folder) from err
     return sorted(u for u in listed if _glob_match(u, url))
+
+
+def expand_urls(patterns: Iterable[str], registry: ObjectStoreRegistry) -> list[str]:
+    """Every URL that the paths, URLs and globs name, in the order given (each glob sorted),
+    once each; a glob that matches nothing is an error."""
+    urls: dict[str, None] = {}
+    for pattern in patterns:
+        matched = expand_glob(pattern, registry)
+        if not matched:
+            raise SourceNotFoundError(f"{pattern}: no files match")
+        urls.update(dict.fromkeys(matched))
+    return list(urls)
 
 
 def _glob_match(url: str, pattern: str) -> bool:
