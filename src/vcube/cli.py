@@ -1,22 +1,200 @@
-"""The `vcube` command line: a thin layer over the public Python API."""
+"""The `vcube` command line: a thin layer over the public Python API.
+
+Every verb parses its arguments and calls one function (`virtualize`, `ingest`, `plan`,
+`verify`, `run_demo`); what it prints is that function's report.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+from enum import StrEnum
 from pathlib import Path  # noqa: TC003  (typer reads the annotations at run time)
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vcube.api import open_virtual_dataset
 from vcube.demo import run_demo
 from vcube.errors import VcubeError
+from vcube.ingest import ingest as run_ingest
+from vcube.plan import plan
+from vcube.registry import expand_urls
+from vcube.stores import ObjectStoreOptions, registry_for
+from vcube.virtualize import infer_format
+from vcube.virtualize import virtualize as run_virtualize
+
+if TYPE_CHECKING:
+    from vcube.parallel import TaskFailure
 
 app = typer.Typer(
     help="Turn archival scientific files into one virtual, cloud-optimized Zarr datacube.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+class Format(StrEnum):
+    kerchunk_json = "kerchunk-json"
+    kerchunk_parquet = "kerchunk-parquet"
+    icechunk = "icechunk"
+
+
+class Executor(StrEnum):
+    serial = "serial"
+    threads = "threads"
+    processes = "processes"
+    dask = "dask"
+    lithops = "lithops"
+
+
+class Combine(StrEnum):
+    by_coords = "by_coords"
+    nested = "nested"
+
+
+class OnError(StrEnum):
+    raise_ = "raise"
+    skip = "skip"
+
+
+Inputs = Annotated[list[str], typer.Argument(help="Files, URLs or globs (quote globs).")]
+Endpoint = Annotated[
+    str | None, typer.Option(help="S3-compatible endpoint URL (MinIO, Ceph, ...).")
+]
+Region = Annotated[str | None, typer.Option(help="Object-store region.")]
+Anonymous = Annotated[bool, typer.Option(help="Read public buckets without credentials.")]
+ParallelOpt = Annotated[Executor, typer.Option("--parallel", help="How files are virtualized.")]
+Workers = Annotated[int | None, typer.Option(min=1, help="Workers for threads/processes.")]
+Retries = Annotated[int, typer.Option(min=0, help="Retries per file for transient failures.")]
+OnErrorOpt = Annotated[
+    OnError, typer.Option("--on-error", help="Stop at the first failure, or skip failed files.")
+]
+Loadable = Annotated[
+    list[str] | None,
+    typer.Option("--loadable", help="Variable to load as values (repeat; default: coordinates)."),
+]
+Group = Annotated[str | None, typer.Option(help="Group inside the files to virtualize.")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Virtualize a sample and print the plan only.")
+]
+MemoryLimit = Annotated[
+    str | None,
+    typer.Option(help="Memory budget of one batch, e.g. 4GiB (default: a quarter of RAM)."),
+]
+Progress = Annotated[
+    bool | None, typer.Option(help="Progress bar on stderr (default: when it is a terminal).")
+]
+
+
+@app.command()
+def virtualize(
+    urls: Inputs,
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="*.json, *.parq or *.icechunk (path or URL).")
+    ],
+    format: Annotated[
+        Format | None, typer.Option(help="Output format (default: from the output's name).")
+    ] = None,
+    concat_dim: Annotated[
+        str | None, typer.Option(help="Dimension to concatenate along (nested combine).")
+    ] = None,
+    combine: Annotated[Combine, typer.Option(help="xarray's combine mode.")] = Combine.by_coords,
+    parallel: ParallelOpt = Executor.serial,
+    workers: Workers = None,
+    retries: Retries = 3,
+    on_error: OnErrorOpt = OnError.raise_,
+    loadable: Loadable = None,
+    group: Group = None,
+    endpoint: Endpoint = None,
+    region: Region = None,
+    anonymous: Anonymous = False,
+    dry_run: DryRun = False,
+    memory_limit: MemoryLimit = None,
+    progress: Progress = None,
+) -> None:
+    """Virtualize files and write one datacube as Kerchunk JSON / Parquet or into Icechunk."""
+    options = ObjectStoreOptions(endpoint, region, anonymous)
+    fmt = format.value if format else infer_format(output)
+    combine_kwargs = _combine(combine, concat_dim)
+    open_kwargs = _open_kwargs(loadable, group)
+    if dry_run:
+        _print_plan(urls, options, memory_limit, **combine_kwargs, **open_kwargs)
+        return
+    report = run_virtualize(
+        urls,
+        output,
+        format=fmt,
+        options=options,
+        parallel=_parallel(parallel),
+        max_workers=workers,
+        retries=retries,
+        on_error=on_error.value,
+        progress=_show_progress(progress),
+        **combine_kwargs,
+        **open_kwargs,
+    )
+    typer.echo(f"wrote:       {report.output} ({report.format})")
+    typer.echo(f"files:       {report.files:,}")
+    typer.echo(
+        f"references:  {report.references:,} ({report.reference_bytes:,} bytes in memory, "
+        f"{report.data_bytes:,} bytes of data)"
+    )
+    typer.echo(f"time:        {report.seconds:.1f} s")
+    _exit_on_failures(report.failures)
+
+
+@app.command()
+def ingest(
+    urls: Inputs,
+    repo: Annotated[str, typer.Option(help="Icechunk repository: a path or s3://bucket/prefix.")],
+    append_dim: Annotated[str, typer.Option(help="Dimension the files follow each other along.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per commit.")] = 100,
+    branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
+    parallel: ParallelOpt = Executor.serial,
+    workers: Workers = None,
+    retries: Retries = 3,
+    on_error: OnErrorOpt = OnError.raise_,
+    loadable: Loadable = None,
+    group: Group = None,
+    endpoint: Endpoint = None,
+    region: Region = None,
+    anonymous: Anonymous = False,
+    dry_run: DryRun = False,
+    memory_limit: MemoryLimit = None,
+    progress: Progress = None,
+) -> None:
+    """Append files to an Icechunk repository in batches, one commit each; rerun to resume."""
+    options = ObjectStoreOptions(endpoint, region, anonymous)
+    open_kwargs = _open_kwargs(loadable, group)
+    if dry_run:
+        _print_plan(
+            urls, options, memory_limit, combine="nested", concat_dim=append_dim, **open_kwargs
+        )
+        return
+    report = run_ingest(
+        urls,
+        repo,
+        append_dim=append_dim,
+        batch_size=batch_size,
+        branch=branch,
+        options=options,
+        parallel=_parallel(parallel),
+        max_workers=workers,
+        retries=retries,
+        on_error=on_error.value,
+        progress=_show_progress(progress),
+        **open_kwargs,
+    )
+    typer.echo(f"repository:  {report.repo} (branch {report.branch})")
+    typer.echo(
+        f"files:       {report.files:,} found, {report.skipped:,} already committed, "
+        f"{report.ingested:,} ingested in {len(report.commits)} commits"
+    )
+    typer.echo(f"references:  {report.references:,}")
+    typer.echo(f"time:        {report.seconds:.1f} s")
+    _exit_on_failures(report.failures)
 
 
 @app.command()
@@ -54,8 +232,83 @@ def info(url: Annotated[str, typer.Argument(help="A file path or URL.")]) -> Non
     typer.echo(f"references: {ds.vcube.nrefs}, in memory: {ds.vcube.nbytes:,} bytes")
 
 
+def _combine(combine: Combine, concat_dim: str | None) -> dict[str, Any]:
+    if concat_dim and combine is Combine.by_coords:
+        return {"combine": "nested", "concat_dim": concat_dim}
+    return {"combine": combine.value, "concat_dim": concat_dim}
+
+
+def _open_kwargs(loadable: list[str] | None, group: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if loadable is not None:
+        kwargs["loadable_variables"] = loadable
+    if group is not None:
+        kwargs["group"] = group
+    return kwargs
+
+
+def _parallel(executor: Executor) -> Any:
+    return False if executor is Executor.serial else executor.value
+
+
+def _show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def _print_plan(
+    urls: list[str], options: ObjectStoreOptions, memory_limit: str | None, **kwargs: Any
+) -> None:
+    registry = registry_for(urls, options)
+    files = expand_urls(urls, registry)
+    estimate = plan(
+        files,
+        registry=registry,
+        options=options,
+        memory_limit=parse_size(memory_limit) if memory_limit else None,
+        **kwargs,
+    )
+    typer.echo("dry run: nothing written")
+    typer.echo(estimate.format())
+
+
+def _exit_on_failures(failures: tuple[TaskFailure, ...]) -> None:
+    if not failures:
+        return
+    typer.echo(f"failed:      {len(failures)} files", err=True)
+    for f in failures:
+        typer.echo(f"  {f.url}: {f.error_type}: {f.message} ({f.attempts} attempts)", err=True)
+    raise typer.Exit(code=1)
+
+
+def _quiet_icechunk() -> None:
+    """Icechunk logs only errors (not its warning that local storage is not safe for
+    concurrent commits: `ingest` serializes them) unless ICECHUNK_LOG says otherwise."""
+    if "ICECHUNK_LOG" in os.environ:
+        return
+    try:
+        import icechunk as ic
+    except ImportError:
+        return
+    ic.set_logs_filter("error")
+
+
+SIZE = re.compile(r"\s*([0-9.]+)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
+UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `4GiB`, `500MB`, `2g` or `1000000`."""
+    match = SIZE.fullmatch(text)
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a size such as 4GiB or 500MB")
+    number, unit = float(match[1]), match[2].lower().rstrip("b")
+    factor = 1024 ** " kmgt".index(unit[0]) if unit.endswith("i") else UNITS[unit]
+    return int(number * factor)
+
+
 def main() -> None:
     """Console entry point: vcube errors become a one-line message and exit code 1."""
+    _quiet_icechunk()
     try:
         app()
     except VcubeError as err:
