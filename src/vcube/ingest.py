@@ -79,7 +79,7 @@ def committed_sources(repo: ic.Repository, branch: str = "main") -> list[str]:
 
 
 def ingest(
-    urls: str | Sequence[str],
+    urls: str | Path | Sequence[str | Path],
     repo: str,
     *,
     append_dim: str,
@@ -120,7 +120,7 @@ def ingest(
     """
     start = time.perf_counter()
     options = options or ObjectStoreOptions()
-    patterns = [urls] if isinstance(urls, str) else list(urls)
+    patterns = [str(urls)] if isinstance(urls, str | Path) else [str(u) for u in urls]
     registry = registry or registry_for(patterns, options)
     files = expand_urls(patterns, registry)
     repository = open_repository(

@@ -115,7 +115,7 @@ def open_repository(
             config.set_virtual_chunk_container(_container(prefix, options))
             known.add(prefix)
             added = True
-    credentials = {prefix: _credentials(prefix, options) for prefix in known}
+    credentials = ic.containers_credentials({p: _credentials(p, options) for p in known})
     if not exists:
         return ic.Repository.create(
             storage, config=config, authorize_virtual_chunk_access=credentials

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from vcube.api import open_virtual_mfdataset
@@ -64,7 +65,7 @@ def infer_format(output: str) -> OutputFormat:
 
 
 def virtualize(
-    urls: str | Sequence[str],
+    urls: str | Path | Sequence[str | Path],
     output: str,
     *,
     format: OutputFormat | None = None,
@@ -100,7 +101,7 @@ def virtualize(
     start = time.perf_counter()
     fmt = format or infer_format(output)
     options = options or ObjectStoreOptions()
-    patterns = [urls] if isinstance(urls, str) else list(urls)
+    patterns = [str(urls)] if isinstance(urls, str | Path) else [str(u) for u in urls]
     registry = registry or registry_for([*patterns, output], options)
     files = expand_urls(patterns, registry)
     ds = open_virtual_mfdataset(

@@ -1,0 +1,190 @@
+"""`vcube.ingest.ingest` into real Icechunk repositories: batches become commits that record their
+files, reruns resume, order along the append dimension is kept, and the repository reads back
+exactly what netCDF4 reads from the files."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import TYPE_CHECKING, Any
+
+import icechunk as ic
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from vcube.demo import NO_LOAD_COMBINE, write_sample_archive
+from vcube.errors import IncompatibleArraysError, SourceNotFoundError
+from vcube.ingest import committed_sources, ingest
+from vcube.plan import plan
+from vcube.registry import normalize_url
+from vcube.stores import ObjectStoreOptions, open_repository
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from s3_server import S3Server
+
+
+def expected(paths: list[Path]) -> xr.Dataset:
+    return xr.concat(
+        [xr.open_dataset(p, engine="netcdf4").load() for p in paths], dim="time", **NO_LOAD_COMBINE
+    )
+
+
+def read_repo(location: str) -> xr.Dataset:
+    repo = open_repository(location, ObjectStoreOptions())
+    store = repo.readonly_session("main").store
+    return xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+
+
+def test_batches_are_commits_that_name_their_files(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 7)
+    repo = str(tmp_path / "repo")
+    report = ingest(str(tmp_path / "*.nc"), repo, append_dim="time", batch_size=3)
+    assert (report.files, report.skipped, report.ingested) == (7, 0, 7)
+    assert len(report.commits) == 3  # 3 + 3 + 1
+    assert report.references == 7 * 4 * 4  # 4 variables x 4 chunks (coordinates are loaded)
+    xr.testing.assert_identical(read_repo(repo), expected(paths))
+    repository = open_repository(repo, ObjectStoreOptions())
+    assert committed_sources(repository) == [normalize_url(p) for p in paths]
+    messages = [s.message for s in repository.ancestry(branch="main")]
+    assert messages[0].startswith("vcube ingest: 1 files")
+    assert len(messages) == 4  # and the repository's initial commit
+
+
+def test_rerun_skips_committed_files_and_appends_new_ones(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    paths = write_sample_archive(data, 6)
+    repo = str(tmp_path / "repo")
+    first = ingest(paths[:4], repo, append_dim="time", batch_size=2)
+    assert first.ingested == 4
+    again = ingest(paths[:4], repo, append_dim="time", batch_size=2)
+    assert (again.skipped, again.ingested, again.commits) == (4, 0, ())
+    more = ingest(str(data / "*.nc"), repo, append_dim="time", batch_size=2)
+    assert (more.skipped, more.ingested, len(more.commits)) == (4, 2, 1)
+    xr.testing.assert_identical(read_repo(repo), expected(paths))
+
+
+def test_a_file_before_the_stored_data_is_refused(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 4)
+    repo = str(tmp_path / "repo")
+    ingest(paths[2:], repo, append_dim="time", batch_size=2)
+    with pytest.raises(IncompatibleArraysError, match=r"does not come after the last time"):
+        ingest(paths[:1], repo, append_dim="time")
+    xr.testing.assert_identical(read_repo(repo), expected(paths[2:]))
+
+
+def test_inputs_out_of_order_are_refused(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 3)
+    with pytest.raises(IncompatibleArraysError, match="do not increase"):
+        ingest([paths[1], paths[0]], str(tmp_path / "repo"), append_dim="time")
+
+
+def test_a_failed_batch_leaves_the_last_good_commit(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 4)
+    paths[3].write_bytes(b"not a netcdf file at all")
+    repo = str(tmp_path / "repo")
+    with pytest.raises(Exception, match=r"air_2024-01-01T03\.nc"):
+        ingest(paths, repo, append_dim="time", batch_size=2)
+    repository = open_repository(repo, ObjectStoreOptions())
+    assert committed_sources(repository) == [normalize_url(p) for p in paths[:2]]
+    xr.testing.assert_identical(read_repo(repo), expected(paths[:2]))
+
+
+def test_skip_reports_failed_files_and_commits_the_rest(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 4)
+    paths[3].write_bytes(b"garbage")
+    report = ingest(paths, str(tmp_path / "repo"), append_dim="time", on_error="skip")
+    assert report.ingested == 3
+    assert [f.url for f in report.failures] == [normalize_url(paths[3])]
+    assert not report.ok
+
+
+def test_missing_inputs_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SourceNotFoundError, match=r"nothing-\*\.nc: no files match"):
+        ingest(str(tmp_path / "nothing-*.nc"), str(tmp_path / "repo"), append_dim="time")
+
+
+def test_new_repository_splits_manifests_along_the_append_dim(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 2)
+    ingest(paths, str(tmp_path / "repo"), append_dim="time", split_size=24)
+    config = ic.Repository.fetch_config(ic.local_filesystem_storage(str(tmp_path / "repo")))
+    assert config is not None
+    assert config.manifest is not None
+    assert "time" in repr(config.manifest.splitting)
+    assert str(tmp_path.as_uri()) + "/" in (config.virtual_chunk_containers or {})
+
+
+def _ingest_in_child(paths: list[str], repo: str) -> None:
+    ingest(paths, repo, append_dim="time", batch_size=2)
+
+
+def test_concurrent_runs_commit_every_file_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    paths = [str(p) for p in write_sample_archive(data, 12)]
+    repo = str(tmp_path / "repo")
+    open_repository(repo, ObjectStoreOptions(), sources=paths)
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_ingest_in_child, args=(paths, repo)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    repository = open_repository(repo, ObjectStoreOptions())
+    assert committed_sources(repository) == [normalize_url(p) for p in paths]
+    xr.testing.assert_identical(read_repo(repo), expected([data / p for p in sorted(paths)]))
+
+
+def test_plan_scales_a_sample(tmp_path: Path) -> None:
+    paths = [normalize_url(p) for p in write_sample_archive(tmp_path, 9)]
+    estimate = plan(paths, combine="nested", concat_dim="time", memory_limit=10**9)
+    assert (estimate.files, estimate.sampled) == (9, 3)
+    one = plan(paths[:1], combine="nested", concat_dim="time")
+    assert estimate.references == pytest.approx(9 * one.references, rel=0.1)
+    assert set(estimate.output_bytes) == {"kerchunk-json", "kerchunk-parquet", "icechunk"}
+    assert all(n > 0 for n in estimate.output_bytes.values())
+    small = plan(paths, combine="nested", concat_dim="time", memory_limit=estimate.memory_per_file)
+    assert small.batch_size == 1
+    assert estimate.batch_size == 9
+
+
+@pytest.mark.s3
+def test_inputs_on_s3(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    paths = write_sample_archive(tmp_path, 4)
+    for p in paths:
+        s3_server.upload(p, s3_bucket, f"archive/{p.name}")
+    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region="us-east-1")
+    repo = str(tmp_path / "repo")
+    report = ingest(f"s3://{s3_bucket}/archive/*.nc", repo, append_dim="time", options=options)
+    assert report.ingested == 4
+    repository = open_repository(repo, options)
+    store = repository.readonly_session("main").store
+    actual = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+    xr.testing.assert_identical(actual, expected(paths))
+    with netCDF4.Dataset(paths[0]) as nc:
+        np.testing.assert_array_equal(actual["air"].values[0], nc["air"][0].data)
+
+
+@pytest.mark.s3
+def test_repository_on_s3(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    paths = write_sample_archive(tmp_path, 4)
+    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region="us-east-1")
+    repo = f"s3://{s3_bucket}/cubes/air"
+    assert ingest(paths[:2], repo, append_dim="time", options=options).ingested == 2
+    report = ingest(paths, repo, append_dim="time", options=options, batch_size=1)
+    assert (report.skipped, report.ingested, len(report.commits)) == (2, 2, 2)
+    store = open_repository(repo, options).readonly_session("main").store
+    actual = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+    xr.testing.assert_identical(actual, expected(paths))
