@@ -35,7 +35,8 @@ def expected(paths: list[Path]) -> xr.Dataset:
 def read_repo(location: str) -> xr.Dataset:
     repo = open_repository(location, ObjectStoreOptions())
     store = repo.readonly_session("main").store
-    return xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+    ds: xr.Dataset = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None)
+    return ds.load()
 
 
 def test_batches_are_commits_that_name_their_files(tmp_path: Path) -> None:

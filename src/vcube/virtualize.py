@@ -128,7 +128,7 @@ def virtualize(
             f"vcube virtualize: {len(sources)} files", metadata={SOURCES_KEY: sources}
         )
     else:
-        kind = "json" if fmt == "kerchunk-json" else "parquet"
+        kind: Literal["json", "parquet"] = "json" if fmt == "kerchunk-json" else "parquet"
         to_kerchunk(ds, output, format=kind, registry=registry)
     return VirtualizeReport(
         output=output,
