@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Any
 # and hdf5plugin's filters registered after it fail with "error during user callback".
 import h5py  # noqa: F401
 import hdf5plugin  # noqa: F401
+import icechunk
 import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytest_plugins = ["s3_server"]
+
+# Icechunk warns on every local repository that local storage is unsafe for concurrent commits.
+icechunk.set_logs_filter("error")
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
+import icechunk as ic
 import numpy as np
+import pytest
+import xarray as xr
+
+from vcube.demo import NO_LOAD_COMBINE, write_sample_archive
+from vcube.ingest import committed_sources
+from vcube.stores import ObjectStoreOptions, open_repository
+
+if TYPE_CHECKING:
+    from s3_server import S3Server
 
 
-def vcube(*args: str) -> subprocess.CompletedProcess[str]:
+def vcube(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # The console script installed beside this interpreter (the project's venv).
     exe = str(Path(sys.executable).with_name("vcube"))
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=300, check=False, env=env
+    )
 
 
 def test_demo_verifies_the_datacube(tmp_path: Path) -> None:
@@ -43,3 +59,164 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path) -> None:
 def test_help_and_bad_arguments() -> None:
     assert "demo" in vcube("--help").stdout
     assert vcube("demo", "--files", "0").returncode == 2
+
+
+def vcube_env(**env: str) -> dict[str, str]:
+    return {**os.environ, **env}
+
+
+def archive(directory: Path, files: int) -> list[Path]:
+    directory.mkdir(exist_ok=True)
+    return write_sample_archive(directory, files)
+
+
+@pytest.mark.parametrize("output", ["refs.json", "refs.parq", "cube.icechunk"])
+def test_virtualize_writes_each_format(tmp_path: Path, output: str) -> None:
+    paths = archive(tmp_path / "data", 3)
+    target = tmp_path / output
+    result = vcube("virtualize", str(tmp_path / "data" / "*.nc"), "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "files:       3" in result.stdout
+    assert "references:  48" in result.stdout
+    if output.endswith(".icechunk"):
+        actual = read_repo(target)
+    else:
+        actual = xr.open_dataset(
+            "reference://",
+            engine="zarr",
+            zarr_format=2,
+            consolidated=False,
+            chunks=None,
+            storage_options={"fo": str(target), "remote_protocol": "file"},
+        ).load()
+    xr.testing.assert_identical(actual, expected(paths))
+
+
+def test_virtualize_dry_run_writes_nothing(tmp_path: Path) -> None:
+    archive(tmp_path / "data", 4)
+    result = vcube(
+        "virtualize", str(tmp_path / "data"), "-o", str(tmp_path / "x.json"), "--dry-run"
+    )
+    assert result.returncode == 1  # a directory of NetCDF files is not a Zarr store
+    result = vcube(
+        "virtualize",
+        str(tmp_path / "data" / "*.nc"),
+        "-o",
+        str(tmp_path / "x.json"),
+        "--dry-run",
+        "--memory-limit",
+        "1MiB",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "files:              4 (estimates from a sample of 3)" in result.stdout
+    assert "references:         ~64" in result.stdout
+    assert "kerchunk-parquet:" in result.stdout
+    assert "memory limit:       1.0 MiB" in result.stdout
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_bad_arguments_are_explained(tmp_path: Path) -> None:
+    archive(tmp_path / "data", 1)
+    files = str(tmp_path / "data" / "*.nc")
+    result = vcube("virtualize", files, "-o", str(tmp_path / "out.zarr"))
+    assert result.returncode == 1
+    assert "cannot tell the output format" in result.stderr
+    result = vcube("virtualize", str(tmp_path / "none-*.nc"), "-o", str(tmp_path / "o.json"))
+    assert result.returncode == 1
+    assert "none-*.nc: no files match" in result.stderr
+    result = vcube("virtualize", files, "-o", "o.json", "--parallel", "gpu")
+    assert result.returncode == 2
+    assert "gpu" in result.stderr
+    result = vcube("ingest", files, "--repo", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "--append-dim" in result.stderr
+    for verb in ("virtualize", "ingest", "info", "demo"):
+        assert vcube(verb, "--help").returncode == 0
+
+
+def read_repo(path: Path) -> xr.Dataset:
+    repo = open_repository(str(path), ObjectStoreOptions())
+    ds: xr.Dataset = xr.open_zarr(
+        repo.readonly_session("main").store, zarr_format=3, consolidated=False, chunks=None
+    )
+    return ds.load()
+
+
+def expected(paths: list[Path]) -> xr.Dataset:
+    return xr.concat(
+        [xr.open_dataset(p, engine="netcdf4").load() for p in paths], dim="time", **NO_LOAD_COMBINE
+    )
+
+
+def committed(repo: Path) -> list[str]:
+    try:
+        return committed_sources(open_repository(str(repo), ObjectStoreOptions()))
+    except (ic.IcechunkError, OSError, ValueError):  # being created or written
+        return []
+
+
+def test_ingest_killed_midway_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    paths = archive(data, 70)
+    first_60 = data / "first"
+    first_60.mkdir()
+    for p in paths[:60]:
+        p.rename(first_60 / p.name)
+    repo = tmp_path / "repo"
+    args = ["ingest", str(first_60 / "*.nc"), "--repo", str(repo), "--append-dim", "time"]
+    args += ["--batch-size", "10"]
+    exe = str(Path(sys.executable).with_name("vcube"))
+    child = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not committed(repo) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = committed(repo)
+    assert 0 < len(done) < 60, "the kill came too late to test a resume"
+    assert child.returncode == -signal.SIGKILL
+    result = vcube(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(done)} already committed, {60 - len(done)} ingested" in result.stdout
+    moved = [first_60 / p.name for p in paths[:60]]
+    assert committed(repo) == [p.as_uri() for p in moved]
+    xr.testing.assert_identical(read_repo(repo), expected(moved))
+    # Ten new files arrive: only they are appended.
+    for p in paths[60:]:
+        p.rename(first_60 / p.name)
+    result = vcube(*args)
+    assert result.returncode == 0, result.stderr
+    assert "70 found, 60 already committed, 10 ingested in 1 commits" in result.stdout
+    everything = [first_60 / p.name for p in paths]
+    xr.testing.assert_identical(read_repo(repo), expected(everything))
+
+
+@pytest.mark.s3
+def test_virtualize_from_s3(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = archive(tmp_path / "data", 2)
+    for p in paths:
+        s3_server.upload(p, s3_bucket, f"in/{p.name}")
+    target = tmp_path / "cube.icechunk"
+    env = vcube_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    result = vcube(
+        "virtualize",
+        f"s3://{s3_bucket}/in/*.nc",
+        "-o",
+        str(target),
+        "--endpoint",
+        s3_server.endpoint,
+        "--region",
+        "us-east-1",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region="us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    repo = open_repository(str(target), options)
+    actual = xr.open_zarr(
+        repo.readonly_session("main").store, zarr_format=3, consolidated=False, chunks=None
+    ).load()
+    xr.testing.assert_identical(actual, expected(paths))
