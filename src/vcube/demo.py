@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from vcube.manifests import ManifestStore
 
 __all__ = ["DemoReport", "run_demo", "write_sample_archive"]
 
+START = datetime(2024, 1, 1)
 NO_LOAD_COMBINE: dict[str, Any] = {
     "coords": "minimal",
     "compat": "override",
@@ -56,7 +58,7 @@ def write_sample_archive(directory: Path, files: int = 12) -> list[Path]:
     lat, lon = np.linspace(-90, 90, 73), np.arange(0, 360, 2.5)
     paths = []
     for hour in range(files):
-        path = directory / f"air_2024-01-01T{hour:02d}.nc"
+        path = directory / f"air_{START + timedelta(hours=hour):%Y-%m-%dT%H}.nc"
         with netCDF4.Dataset(path, "w") as nc:
             nc.createDimension("time", None)
             nc.createDimension("lat", lat.size)
