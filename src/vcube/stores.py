@@ -183,4 +183,6 @@ def _credentials(prefix: str, options: ObjectStoreOptions) -> Any:
         if options.anonymous:
             return ic.s3_credentials(anonymous=True)
         return ic.s3_credentials(from_env=True)
+    if prefix.startswith(("http://", "https://")):
+        return ic.credentials.HttpAccess
     return None

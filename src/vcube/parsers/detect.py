@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vcube.parsers.types import Parser
     from vcube.registry import ObjectStoreRegistry
 
-__all__ = ["detect_parser"]
+__all__ = ["detect_parser", "directory_format", "file_format", "read_head"]
 
 HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
 # An HDF5 superblock may follow a user block of 512, 1024, 2048... bytes.
@@ -52,15 +52,15 @@ def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
     signature."""
     store, path = registry.resolve(url)
     try:
-        head = _head(store, path)
+        head = read_head(store, path)
     except FileNotFoundError as err:
-        name = _directory_format(store, path, url)
+        name = directory_format(store, path, url)
         if name is None:
             raise translate_io_error(err, url) from err
     except Exception as err:
         raise translate_io_error(err, url) from err
     else:
-        name = _file_format(head)
+        name = file_format(head)
         if name is None:
             raise UnsupportedFormatError(
                 f"{url}: unrecognized file format (first bytes {head[:8]!r}); formats tried: "
@@ -71,13 +71,13 @@ def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
     return parser
 
 
-def _head(store: ObjectStore, path: str) -> bytes:
+def read_head(store: ObjectStore, path: str) -> bytes:
     size = obstore.head(store, path)["size"]
     length = min(size, max(HDF5_SIGNATURE_OFFSETS) + 8)
     return bytes(obstore.get_range(store, path, start=0, length=length)) if length else b""
 
 
-def _file_format(head: bytes) -> str | None:
+def file_format(head: bytes) -> str | None:
     if any(head[o : o + 8] == HDF5_SIGNATURE for o in HDF5_SIGNATURE_OFFSETS):
         return "HDF5/NetCDF4"
     for magic, name in MAGIC.items():
@@ -88,7 +88,7 @@ def _file_format(head: bytes) -> str | None:
     return None
 
 
-def _directory_format(store: ObjectStore, path: str, url: str) -> str | None:
+def directory_format(store: ObjectStore, path: str, url: str) -> str | None:
     """Zarr or Kerchunk Parquet from the documents at the top of a prefix (one listing)."""
     prefix = path.rstrip("/")
     try:
