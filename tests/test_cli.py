@@ -33,11 +33,13 @@ def vcube(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def test_demo_verifies_the_datacube(tmp_path: Path) -> None:
-    result = vcube("demo", "--directory", str(tmp_path), "--files", "3")
+    result = vcube("demo", "--directory", str(tmp_path), "--files", "5", "--batch-size", "2")
     assert result.returncode == 0, result.stderr
-    assert "3 NetCDF4 files" in result.stdout
+    assert "5 NetCDF4 files" in result.stdout
+    assert "ingested:   3 commits of up to 2 files" in result.stdout
+    assert "verified:   85 chunks read through Icechunk equal what h5py reads" in result.stdout
     assert "identical to netCDF4" in result.stdout
-    assert len(list(tmp_path.glob("*.nc"))) == 3
+    assert len(list((tmp_path / "archive").glob("*.nc"))) == 5
 
 
 def test_info_shows_chunks_and_codecs(tmp_path: Path) -> None:
@@ -130,7 +132,7 @@ def test_bad_arguments_are_explained(tmp_path: Path) -> None:
     result = vcube("ingest", files, "--repo", str(tmp_path / "r"))
     assert result.returncode == 2
     assert "--append-dim" in result.stderr
-    for verb in ("virtualize", "ingest", "info", "demo"):
+    for verb in ("virtualize", "ingest", "verify", "info", "demo"):
         assert vcube(verb, "--help").returncode == 0
 
 
@@ -189,6 +191,28 @@ def test_ingest_killed_midway_resumes_without_loss_or_duplicates(tmp_path: Path)
     assert "70 found, 60 already committed, 10 ingested in 1 commits" in result.stdout
     everything = [first_60 / p.name for p in paths]
     xr.testing.assert_identical(read_repo(repo), expected(everything))
+    result = vcube("verify", str(repo), "--samples", "20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: every chunk checked is equal" in result.stdout
+
+
+def test_verify_reports_a_corrupted_chunk(tmp_path: Path) -> None:
+    paths = archive(tmp_path / "data", 3)
+    repo = tmp_path / "cube.icechunk"
+    args = ["ingest", str(tmp_path / "data" / "*.nc"), "--repo", str(repo), "--append-dim", "time"]
+    assert vcube(*args).returncode == 0
+    assert vcube("verify", str(repo), "--all").returncode == 0
+    with h5py.File(paths[1]) as f:
+        offset, size = f["uwnd"].id.get_chunk_info(2)[2:]
+    with paths[1].open("r+b") as raw:
+        raw.seek(offset + size // 2)
+        raw.write(bytes(16))
+    result = vcube("verify", str(repo), "--all")
+    assert result.returncode == 1
+    assert "uwnd" in result.stdout
+    assert paths[1].name in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("uwnd"))
+    assert line.split()[1:] == ["12", "11", "1"]  # 3 files x 4 chunks; one differs
 
 
 @pytest.mark.s3
