@@ -63,7 +63,7 @@ class ArrayInfo:
         return cls(
             shape=tuple(int(n) for n in metadata.shape),
             dtype=metadata.data_type.to_native_dtype(),
-            chunks=tuple(int(c) for c in metadata.chunks),
+            chunks=tuple(int(c) for c in metadata.shards or metadata.chunks),  # shards: outer grid
             codecs=tuple(metadata.codecs),
             fill_value=metadata.fill_value,
             dimension_names=(

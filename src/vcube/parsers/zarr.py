@@ -456,10 +456,8 @@ def _v3_info(doc: JSONDict, where: str) -> tuple[ArrayInfo, _KeyEncoding]:
     except (ValueError, TypeError, KeyError) as err:
         raise UnsupportedFormatError(f"{where}: invalid Zarr v3 array metadata ({err})") from err
     encoding = _KeyEncoding.from_json(meta.chunk_key_encoding.to_dict(), where)
-    # Each shard object is one chunk of the manifest: the grid is the shard grid (zarr's
-    # `chunks` is then the inner chunk shape).
-    chunks = tuple(int(n) for n in (meta.shards or meta.chunks))
-    return ArrayInfo.from_zarr(meta).replace(chunks=chunks), encoding
+    # Each shard object is one chunk of the manifest: `from_zarr` takes the shard grid.
+    return ArrayInfo.from_zarr(meta), encoding
 
 
 def _v2_info(doc: JSONDict, attrs: JSONDict, where: str) -> tuple[ArrayInfo, _KeyEncoding]:
