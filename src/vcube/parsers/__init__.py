@@ -17,8 +17,17 @@ from vcube.parsers.types import Parser
 if TYPE_CHECKING:
     from vcube.parsers.fits import FITSParser
     from vcube.parsers.tiff import TIFFParser
+    from vcube.parsers.zarr import ZarrParser
 
-__all__ = ["FITSParser", "HDFParser", "NetCDF3Parser", "Parser", "TIFFParser", "detect_parser"]
+__all__ = [
+    "FITSParser",
+    "HDFParser",
+    "NetCDF3Parser",
+    "Parser",
+    "TIFFParser",
+    "ZarrParser",
+    "detect_parser",
+]
 
 _LAZY = {target.rpartition(":")[2]: target for target in PARSERS.values()}
 
