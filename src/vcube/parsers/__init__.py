@@ -16,12 +16,15 @@ from vcube.parsers.types import Parser
 
 if TYPE_CHECKING:
     from vcube.parsers.fits import FITSParser
+    from vcube.parsers.kerchunk import KerchunkJSONParser, KerchunkParquetParser
     from vcube.parsers.tiff import TIFFParser
     from vcube.parsers.zarr import ZarrParser
 
 __all__ = [
     "FITSParser",
     "HDFParser",
+    "KerchunkJSONParser",
+    "KerchunkParquetParser",
     "NetCDF3Parser",
     "Parser",
     "TIFFParser",
