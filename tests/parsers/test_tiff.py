@@ -28,14 +28,14 @@ from vcube.parsers import detect_parser
 from vcube.parsers.tiff import TIFFParser
 from vcube.readers import ReadOptions
 from vcube.registry import ObjectStoreRegistry, normalize_url
-from vcube.writers.kerchunk import to_kerchunk
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from s3_server import S3Server
 
-imagecodecs.numcodecs.register_codecs()  # Zarr v2 readers find the LZW / PackBits filters by id
+# Zarr v2 readers find the LZW / PackBits / predictor / image codec filters by id
+imagecodecs.numcodecs.register_codecs()
 
 RNG = np.random.default_rng(42)
 GRAY = RNG.integers(0, 60000, (50, 40), dtype="u2")  # 50 rows: strips of 16 leave a short one
@@ -43,7 +43,7 @@ RGB = RNG.integers(0, 256, (50, 40, 3), dtype="u1")
 FLOAT = (RNG.random((50, 40)) * 1000 - 500).astype("f4")
 SEPARATE = RNG.integers(-30000, 30000, (3, 50, 40), dtype="i2")
 
-# name -> (data, tifffile.imwrite keywords): layouts and codecs Kerchunk's Zarr v2 can express.
+# name -> (data, tifffile.imwrite keywords): layouts and bytes->bytes codecs.
 CASES: dict[str, tuple[np.ndarray[Any, Any], dict[str, Any]]] = {
     "one_strip": (GRAY, {}),
     "strips_short_last": (GRAY, {"rowsperstrip": 16}),
@@ -76,7 +76,7 @@ CASES: dict[str, tuple[np.ndarray[Any, Any], dict[str, Any]]] = {
     ),
 }
 
-# Predictors and image codecs: array->bytes / array->array codecs, which Kerchunk cannot express.
+# Predictors and image codecs: array->array / array->bytes codecs, Zarr v2 filters in Kerchunk.
 ARRAY_CODEC_CASES: dict[str, tuple[np.ndarray[Any, Any], dict[str, Any]]] = {
     "predictor2": (GRAY, {"compression": "zlib", "predictor": 2, "rowsperstrip": 16}),
     "predictor2_rgb": (RGB, {"compression": "lzw", "predictor": 2, "photometric": "rgb"}),
@@ -144,18 +144,6 @@ def tifffile_dataset(path: Path) -> xr.Dataset:
         return xr.Dataset({str(i): (dims_of(p), p.asarray()) for i, p in enumerate(tif.pages)})
 
 
-def assert_reads_without_kerchunk(path: Path, expected: xr.Dataset, tmp_path: Path) -> None:
-    """ManifestStore (parser given and detected) and Icechunk read `expected`; Kerchunk's Zarr v2
-    metadata cannot express the array codecs, and says so."""
-    vds = vcube.open_virtual_dataset(path, parser=TIFFParser())
-    assert_same(read_store(ManifestStore.from_virtual_dataset(vds)), expected)
-    detected = vcube.open_virtual_dataset(path)
-    assert_same(read_store(ManifestStore.from_virtual_dataset(detected)), expected)
-    assert_same(read_icechunk(vds, path.parent, tmp_path / "repo"), expected)
-    with pytest.raises(UnsupportedFeatureError, match="Kerchunk"):
-        to_kerchunk(vds)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_conformance(case: str, tmp_path: Path) -> None:
     data, kwargs = CASES[case]
@@ -169,7 +157,7 @@ def test_conformance(case: str, tmp_path: Path) -> None:
 def test_predictors_and_image_codecs(case: str, tmp_path: Path) -> None:
     data, kwargs = ARRAY_CODEC_CASES[case]
     path = write(tmp_path / "data", case, data, **kwargs)
-    assert_reads_without_kerchunk(path, tifffile_dataset(path), tmp_path)
+    assert_conformant(path, tifffile_dataset(path), TIFFParser(), tmp_path)
 
 
 def test_jpeg_decodes_as_tifffile_does(tmp_path: Path) -> None:

@@ -25,14 +25,18 @@ import obstore
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import tifffile
 import xarray as xr
+import zarr
 from fsspec.implementations.reference import LazyReferenceMapper
 from hdf5_files import NETCDF_CASES, write
+from imagecodecs.zarr import Bitshuffle, Delta, Xor
 from kerchunk.hdf import SingleHdf5ToZarr
 from obstore.fsspec import FsspecStore
 from parsers.test_hdf5 import RAW, assert_same_dtype, groups_of, is_packed
-from zarr.codecs import BloscCodec, TransposeCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec, ZstdCodec
 from zarr.codecs.numcodecs import BZ2, Fletcher32, Shuffle, Zlib
+from zarr.codecs.scale_offset import ScaleOffset
 
 import vcube
 from vcube import ChunkManifest, HDFParser, ManifestArray, ObjectStoreRegistry
@@ -45,6 +49,8 @@ from vcube.errors import (
 )
 from vcube.manifests.manifest import MISSING
 from vcube.manifests.metadata import array_metadata
+from vcube.parsers.tiff import TIFFParser
+from vcube.parsers.zarr import ZarrParser
 from vcube.writers import to_kerchunk
 from vcube.writers.kerchunk import (
     KerchunkFillValueWarning,
@@ -61,7 +67,8 @@ if TYPE_CHECKING:
 FORMATS = ("dict", "json", "parquet")
 REGION = "us-east-1"  # the S3 test server's region (s3_server.py)
 
-imagecodecs.numcodecs.register_codecs()  # Zarr v2 readers find the LZF / LZ4 filters by id
+# Zarr v2 readers find imagecodecs filters (LZF, LZ4, predictors, JPEG) by id only after this.
+imagecodecs.numcodecs.register_codecs()
 
 
 # -- sources and readers -------------------------------------------------------------------------
@@ -523,6 +530,203 @@ def test_big_endian_dtype_string(tmp_path: Path) -> None:
     assert json.loads(refs["be_i4/.zarray"])["dtype"] == ">i4"
 
 
+# -- array codecs: filters and order --------------------------------------------------------------
+
+RNG = np.random.default_rng(7)
+GRAY = RNG.integers(0, 60000, (50, 40), dtype="u2")
+RGB = RNG.integers(0, 256, (50, 40, 3), dtype="u1")
+FLOAT = (RNG.random((50, 40)) * 1000 - 500).astype("f4")
+TIFF_CASES: dict[str, tuple[np.ndarray[Any, Any], dict[str, Any], str]] = {
+    "predictor2": (GRAY, {"compression": "zlib", "predictor": 2, "rowsperstrip": 16}, "delta"),
+    "predictor2_big_endian": (
+        GRAY,
+        {"compression": "zlib", "predictor": 2, "byteorder": ">", "tile": (16, 16)},
+        "delta",
+    ),
+    "predictor2_rgb": (RGB, {"compression": "lzw", "predictor": 2, "photometric": "rgb"}, "delta"),
+    "predictor3": (FLOAT, {"compression": "zlib", "predictor": 3, "rowsperstrip": 16}, "floatpred"),
+    "predictor3_big_endian": (
+        FLOAT,
+        {"compression": "zstd", "predictor": 3, "byteorder": ">", "tile": (16, 32)},
+        "floatpred",
+    ),
+    "jpeg": (RGB, {"compression": "jpeg", "photometric": "rgb", "tile": (16, 16)}, "jpeg"),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("case", TIFF_CASES)
+def test_tiff_predictors_and_jpeg_read_back_as_tifffile(
+    case: str, fmt: str, tmp_path: Path
+) -> None:
+    """TIFF predictors and JPEG as imagecodecs filters, which numcodecs builds from the .zarray
+    (once `imagecodecs.numcodecs.register_codecs()` ran) and which decode as tifffile does."""
+    data, kwargs, codec = TIFF_CASES[case]
+    path = tmp_path / f"{case}.tif"
+    tifffile.imwrite(path, data, **kwargs)
+    vds = vcube.open_virtual_dataset(path, parser=TIFFParser())
+    zarray = json.loads(to_kerchunk(vds)["refs"]["0/.zarray"])
+    first = zarray["filters"][0]
+    assert first["id"] == f"imagecodecs_{codec}"
+    if codec != "jpeg":  # a predictor undoes differences along rows of the chunk, as stored
+        assert first["shape"] == list(vds["0"].data.chunks)
+        assert first["dtype"] == zarray["dtype"]
+    for config in zarray["filters"]:
+        assert numcodecs.get_codec(dict(config)).codec_id == config["id"]
+    actual = open_refs(write_refs(vds, fmt, tmp_path), {"remote_protocol": "file"}, **RAW)
+    np.testing.assert_array_equal(actual["0"].values, tifffile.imread(path), strict=True)
+
+
+def v2_filtered_store(path: Path) -> None:
+    """Zarr v2 arrays with filters (numcodecs delta and fixedscaleoffset) and order F."""
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+
+    def create(name: str, dtype: str, shape: tuple[int, ...], **kwargs: Any) -> None:
+        dims = ["y", "x", "z"][: len(shape)]
+        array = group.create_array(
+            name,
+            shape=shape,
+            chunks=(4, 3, 2)[: len(shape)],
+            dtype=dtype,
+            attributes={"_ARRAY_DIMENSIONS": dims},
+            **kwargs,
+        )
+        n = int(np.prod(shape))
+        array[...] = (np.arange(n) * 7919 % 10007 - 5000).astype(dtype).reshape(shape) / (
+            8 if np.dtype(dtype).kind == "f" else 1
+        )
+
+    create("delta", ">i8", (7, 5), filters=[numcodecs.Delta(dtype=">i8")])
+    create(
+        "scaled",
+        "f8",
+        (7, 5),
+        filters=[numcodecs.FixedScaleOffset(offset=0, scale=8, dtype="f8", astype="i2")],
+        compressors=numcodecs.Blosc(cname="lz4", shuffle=numcodecs.Blosc.AUTOSHUFFLE),
+    )
+    create("fortran", "<u2", (7, 5, 3), order="F", compressors=numcodecs.Zlib(level=1))
+    create(
+        "delta_fortran",
+        "<i4",
+        (7, 5),
+        order="F",
+        filters=[numcodecs.Delta(dtype="<i4"), numcodecs.Delta(dtype="<i4")],
+        compressors=None,
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_zarr_v2_filters_and_fortran_order_read_back_as_zarr(fmt: str, tmp_path: Path) -> None:
+    """Through ZarrParser (filters as array->array codecs, order F as a transpose) and back: the
+    same v2 dtype, order and filters (then the compressor) as the store's own .zarray."""
+    path = tmp_path / "filtered.zarr"
+    v2_filtered_store(path)
+    vds = vcube.open_virtual_dataset(path, parser=ZarrParser())
+    refs = to_kerchunk(vds)["refs"]
+    for name in vds.data_vars:
+        written = json.loads(str(refs[f"{name}/.zarray"]))
+        original = json.loads((path / str(name) / ".zarray").read_text())
+        assert written["dtype"] == original["dtype"]
+        assert written["order"] == original["order"]
+        assert [c["id"] for c in chain(written)] == [c["id"] for c in chain(original)]
+    actual = open_refs(write_refs(vds, fmt, tmp_path), {"remote_protocol": "file"}, **RAW)
+    with xr.open_zarr(path, consolidated=False, chunks=None, **RAW) as expected:
+        xr.testing.assert_identical(actual, expected.load())
+        for name, var in expected.variables.items():
+            assert actual[name].dtype == var.dtype, name
+
+
+def test_v3_imagecodecs_filters_see_the_transposed_big_endian_chunk(tmp_path: Path) -> None:
+    """An imagecodecs filter after a reversing transpose and before a big-endian `bytes` codec
+    gets the chunk's shape as transposed and the dtype in the stored byte order."""
+    path = tmp_path / "v3.zarr"
+    data = (np.arange(7 * 6 * 5, dtype="i4").reshape(7, 6, 5) * 7919 % 10007) - 5000
+    array = zarr.create_array(
+        path,
+        shape=data.shape,
+        chunks=(4, 3, 2),
+        dtype="i4",
+        filters=[TransposeCodec(order=(2, 1, 0)), Delta(axis=-1), Xor(axis=-2)],
+        serializer=BytesCodec(endian="big"),
+        compressors=[ZstdCodec(level=1)],
+        dimension_names=["z", "y", "x"],
+    )
+    array[...] = data
+    vds = vcube.open_virtual_dataset(path.parent / path.name, parser=ZarrParser())
+    name = next(iter(vds.data_vars))
+    zarray = json.loads(str(to_kerchunk(vds)["refs"][f"{name}/.zarray"]))
+    assert (zarray["dtype"], zarray["order"]) == (">i4", "F")
+    delta, xor, zstd = zarray["filters"]
+    assert delta == {
+        "id": "imagecodecs_delta",
+        "axis": -1,
+        "dist": 1,
+        "shape": [2, 3, 4],
+        "dtype": ">i4",
+    }
+    assert (xor["id"], xor["shape"], xor["dtype"]) == ("imagecodecs_xor", [2, 3, 4], ">i4")
+    assert zstd["id"] == "zstd"
+    actual = open_refs(to_kerchunk(vds), {"remote_protocol": "file"}, **RAW)
+    np.testing.assert_array_equal(actual[name].values, data, strict=True)
+
+
+def test_identity_transpose_is_order_c() -> None:
+    zarray = json.loads(
+        to_kerchunk(synthetic(1, 1, codecs=[TransposeCodec(order=(0,)), BytesCodec()]))["refs"][
+            "v/.zarray"
+        ]
+    )
+    assert zarray["order"] == "C"
+    assert zarray["filters"] is None
+
+
+def test_sharded_array_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sharded.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    array = group.create_array(
+        "s", shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="i4", dimension_names=["y", "x"]
+    )
+    array[...] = np.arange(64, dtype="i4").reshape(8, 8)
+    group.create_array("plain", shape=(8,), chunks=(4,), dtype="i4", dimension_names=["y"])[...] = 1
+    vds = vcube.open_virtual_dataset(path, parser=ZarrParser())
+    with pytest.raises(UnsupportedFeatureError, match=r"variable 's' is sharded.*Icechunk"):
+        to_kerchunk(vds)
+    refs = to_kerchunk(vds.drop_vars(["s"]))["refs"]  # what the message says to do
+    assert "s/.zarray" not in refs
+    assert "plain/.zarray" in refs
+
+
+@pytest.mark.parametrize(
+    ("codecs", "match"),
+    [
+        ([TransposeCodec(order=(1, 0, 2)), BytesCodec()], r"axis order \(1, 0, 2\).*Kerchunk"),
+        (
+            [Delta(), TransposeCodec(order=(2, 1, 0)), BytesCodec()],
+            r"'transpose' \(after another array codec\).*Kerchunk",
+        ),
+        ([ScaleOffset(offset=1, scale=2), BytesCodec()], r"'scale_offset'.*Kerchunk"),
+        ([Bitshuffle()], r"'imagecodecs_bitshuffle' .*needs \['itemsize'\]"),
+    ],
+)
+def test_array_codecs_without_v2_form_are_refused(codecs: list[Codec], match: str) -> None:
+    manifest = ChunkManifest.from_arrays(
+        paths=np.full((1, 1, 1), "/f.bin"),
+        offsets=np.zeros((1, 1, 1)),
+        lengths=np.full((1, 1, 1), 96),
+    )
+    info = array_metadata(
+        shape=(2, 3, 4),
+        dtype=np.dtype("<i4"),
+        chunks=(2, 3, 4),
+        codecs=codecs,
+        dimension_names=["a", "b", "c"],
+    )
+    vds = xr.Dataset({"v": xr.Variable(("a", "b", "c"), ManifestArray(info, manifest))})
+    with pytest.raises(UnsupportedFeatureError, match=match) as err:
+        to_kerchunk(vds)
+    assert "'v'" in str(err.value)
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -571,11 +775,6 @@ def test_fill_value_that_zarr_v2_cannot_keep_apart_warns() -> None:
     with pytest.warns(KerchunkFillValueWarning, match="missing chunks read as -1"):
         refs = to_kerchunk(vds)
     assert json.loads(refs["refs"]["v/.zarray"])["fill_value"] == -1
-
-
-def test_codec_without_v2_form_is_refused() -> None:
-    with pytest.raises(UnsupportedFeatureError, match="transpose"):
-        to_kerchunk(synthetic(1, 1, codecs=[TransposeCodec(order=(0,))]))
 
 
 def test_fsspec_opens_the_json_file(tmp_path: Path) -> None:

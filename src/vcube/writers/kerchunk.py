@@ -10,6 +10,11 @@ by Arrow's string kernels over whole batches of references, Parquet columns from
 numpy columns. Python loops run per array, per unique path and per inline chunk; per file
 reference only where the output itself is a dict of Python objects.
 
+Codecs become the v2 dtype, `order` and `filters` (compressor null) as `vcube.writers.v2codecs`
+describes: numcodecs filters, imagecodecs' ones included (TIFF predictors, JPEG and other image
+codecs); a Zarr v2 reader finds those only after `imagecodecs.numcodecs.register_codecs()`.
+Sharded arrays and codecs without a numcodecs form raise `UnsupportedFeatureError`.
+
 Zarr v2 has one `fill_value` where Zarr v3 with CF has two (the value of missing chunks, and the
 `_FillValue` mask), and xarray reads the v2 `fill_value` as `_FillValue`. So the v2 `fill_value`
 is the variable's CF `_FillValue` when it has one, else the value of missing chunks when a chunk
@@ -37,7 +42,6 @@ import numpy as np
 import obstore
 import pandas as pd
 from numpy.dtypes import StringDType
-from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec
 from zarr.dtype import parse_dtype
 
 from vcube.errors import UnsupportedFeatureError, UnsupportedFormatError, VcubeWarning
@@ -47,6 +51,7 @@ from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import INLINE, MISSING
 from vcube.readers import translate_io_error
 from vcube.registry import ObjectStoreRegistry, local_path, normalize_url
+from vcube.writers.v2codecs import v2_codecs
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -57,7 +62,6 @@ if TYPE_CHECKING:
     from zarr.core.common import JSON
 
     from vcube.manifests.manifest import ChunkManifest
-    from vcube.manifests.metadata import ArrayInfo
 
 
 __all__ = [
@@ -78,7 +82,6 @@ KerchunkRef = str | list[str | int]
 
 _BATCH: Final = 500_000  # file references turned into text at a time (bounds memory)
 _ZGROUP: Final[dict[str, JSON]] = {"zarr_format": 2}
-_BLOSC_SHUFFLE: Final = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
 class KerchunkRefs(TypedDict):
@@ -168,6 +171,16 @@ def to_kerchunk(
     -------
     KerchunkRefs or None
         The references for `format="dict"`, else None.
+
+    Raises
+    ------
+    UnsupportedFeatureError
+        For a sharded array, or codecs Zarr v2 cannot express (see `vcube.writers.v2codecs`).
+
+    Notes
+    -----
+    imagecodecs' filters (`imagecodecs_*` ids: TIFF predictors, LZW, JPEG, ...) are not numcodecs
+    entry points: call `imagecodecs.numcodecs.register_codecs()` before reading the references.
     """
     if format not in FORMATS:
         allowed = ", ".join(repr(f) for f in FORMATS)
@@ -214,15 +227,15 @@ def _metadata(group: ManifestGroup, arrays: list[_V2Array]) -> dict[str, dict[st
 
 def _v2_array(name: str, array: ManifestArray) -> _V2Array:
     info = array.info
-    dtype, filters = _v2_dtype_and_filters(name, info)
+    codecs = v2_codecs(name, info)
     dims = info.dimension_names or tuple(f"dim_{i}" for i in range(len(info.shape)))
     zarray: dict[str, JSON] = {
         "shape": list(info.shape),
         "chunks": list(info.chunks),
-        "dtype": dtype,
-        "fill_value": _v2_fill_value(name, array, dtype),
-        "order": "C",
-        "filters": cast("JSON", filters or None),
+        "dtype": codecs.dtype,
+        "fill_value": _v2_fill_value(name, array, codecs.dtype),
+        "order": codecs.order,
+        "filters": cast("JSON", codecs.filters or None),
         "compressor": None,
         "zarr_format": 2,
         "dimension_separator": ".",
@@ -230,72 +243,6 @@ def _v2_array(name: str, array: ManifestArray) -> _V2Array:
     zattrs: dict[str, JSON] = {**info.attributes, "_ARRAY_DIMENSIONS": list(dims)}
     urls = tuple(_kerchunk_url(p) for p in array.manifest.paths)
     return _V2Array(name, zarray, zattrs, array.manifest, urls)
-
-
-def _v2_dtype_and_filters(name: str, info: ArrayInfo) -> tuple[str, list[dict[str, JSON]]]:
-    """The v2 dtype string (endianness from the `bytes` codec) and the v2 filters: every Zarr v3
-    codec after the array->bytes one, in order (as kerchunk writes them, compressor null)."""
-    endian: JSON = None
-    filters: list[dict[str, JSON]] = []
-    for codec in info.codecs:
-        doc = codec.to_dict()
-        codec_name = str(doc["name"])
-        config = doc.get("configuration")
-        config = dict(config) if isinstance(config, dict) else {}
-        if isinstance(codec, ArrayBytesCodec):
-            if codec_name == "bytes":
-                endian = config.get("endian")
-            elif codec_name in ("vlen-utf8", "vlen-bytes"):
-                filters.append({"id": codec_name})
-            else:
-                raise _no_v2(name, codec_name)
-        elif isinstance(codec, ArrayArrayCodec):
-            raise _no_v2(name, codec_name)
-        else:
-            filters.append(_v2_codec(name, codec_name, config))
-    dtype = info.dtype
-    if dtype.kind in "OT":
-        return "|O", filters
-    if endian in ("little", "big") and dtype.itemsize > 1:
-        return dtype.newbyteorder("<" if endian == "little" else ">").str, filters
-    return dtype.str, filters
-
-
-def _v2_codec(name: str, codec_name: str, config: dict[str, JSON]) -> dict[str, JSON]:
-    """The numcodecs config of a Zarr v3 bytes->bytes codec."""
-    if codec_name.startswith("numcodecs."):
-        return {"id": codec_name.removeprefix("numcodecs."), **config}
-    if codec_name.startswith("imagecodecs_"):  # the same id in imagecodecs.numcodecs
-        return {"id": codec_name, **config}
-    match codec_name:
-        case "blosc":
-            shuffle = config.get("shuffle", "shuffle")
-            return {
-                "id": "blosc",
-                "cname": config.get("cname", "lz4"),
-                "clevel": config.get("clevel", 5),
-                "shuffle": _BLOSC_SHUFFLE.get(str(shuffle), 1),
-                "blocksize": config.get("blocksize", 0),
-            }
-        case "zstd":
-            return {
-                "id": "zstd",
-                "level": config.get("level", 0),
-                "checksum": config.get("checksum", False),
-            }
-        case "gzip":
-            return {"id": "gzip", "level": config.get("level", 5)}
-        case "crc32c":
-            return {"id": "crc32c"}
-    raise _no_v2(name, codec_name)
-
-
-def _no_v2(name: str, codec_name: str) -> UnsupportedFeatureError:
-    return UnsupportedFeatureError(
-        f"variable {name!r} uses the Zarr v3 codec {codec_name!r}, which Kerchunk's Zarr v2 "
-        f"metadata cannot express; write it to Icechunk instead, or drop it with "
-        f"ds.drop_vars([{name!r}])"
-    )
 
 
 def _v2_fill_value(name: str, array: ManifestArray, dtype: str) -> JSON:
