@@ -1,5 +1,6 @@
 """`verify` over real archives: daily NetCDF4 files (netCDF4) and NetCDF3 files (scipy, netCDF4's
-CDF-5) combined along time, persisted as Kerchunk JSON, Kerchunk Parquet and Icechunk. An intact
+CDF-5) combined along time, persisted as Kerchunk JSON, Kerchunk Parquet and Icechunk; FITS
+(astropy), TIFF (tifffile) and Zarr (zarr-python) sources, single or concatenated. An intact
 archive passes; a corrupted chunk, a reference to the wrong bytes or file, and a missing file
 are reported with the variable, the chunk and the values, and `ok` is False."""
 
@@ -9,11 +10,13 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import netCDF4
 import numpy as np
 import pytest
+import tifffile
+import zarr
 from astropy.io import fits
 from conformance import icechunk_repo
 from kerchunk.combine import MultiZarrToZarr
@@ -29,6 +32,8 @@ from vcube.errors import (
     VcubeError,
 )
 from vcube.ingest import SOURCES_KEY, ingest
+from vcube.parsers.fits import FITSParser
+from vcube.parsers.tiff import TIFFParser
 from vcube.registry import ObjectStoreRegistry, normalize_url
 from vcube.stores import ObjectStoreOptions, open_repository
 from vcube.verify import VerifyReport, verify
@@ -432,12 +437,15 @@ def test_bad_arguments(archive: list[Path], tmp_path: Path) -> None:
         verify(target, against=[str(text)])
 
 
-def test_format_not_readable_yet(archive: list[Path], tmp_path: Path) -> None:
+def test_source_format_not_comparable(archive: list[Path], tmp_path: Path) -> None:
+    """References are not source files: verify says so, and what it reads."""
     target = persist(virtual(archive), "json", tmp_path, urls(archive))
-    image = tmp_path / "image.fits"
-    fits.PrimaryHDU(np.zeros((2, 2), "f4")).writeto(image)
-    with pytest.raises(UnsupportedFeatureError, match="verify does not know how to read FITS yet"):
-        verify(target, against=[str(image)])
+    with pytest.raises(
+        UnsupportedFeatureError,
+        match=r"refs.json: verify cannot compare with Kerchunk JSON files \(it reads "
+        r"HDF5/NetCDF4, NetCDF3, FITS, TIFF, Zarr\); pass the original files",
+    ):
+        verify(target, against=[target])
 
 
 def test_sources_by_json_order(archive: list[Path], tmp_path: Path) -> None:
@@ -501,3 +509,287 @@ def test_references_written_by_kerchunk(
     assert report.ok is decode_times, report.format()
     if not decode_times:
         assert checks(report)["air"].different
+
+
+# -- FITS, TIFF and Zarr sources ----------------------------------------------------------------
+
+
+def write_fits(path: Path, seed: int) -> None:
+    """An empty primary HDU, a scaled int16 image with BLANK, two images sharing EXTNAME ERR
+    (told apart by EXTVER) and an unnamed uint8 cube."""
+    rng = np.random.default_rng(seed)
+    sci = fits.ImageHDU(rng.integers(-100, 100, (12, 10)).astype("f8") * 2 + 10, name="SCI")
+    sci.scale("int16", bscale=2.0, bzero=10.0)
+    sci.header["BLANK"] = -32768
+    errors = [fits.ImageHDU(rng.standard_normal((12, 10)), name="ERR", ver=v) for v in (1, 2)]
+    cube = fits.ImageHDU(rng.integers(0, 255, (3, 4, 5)).astype("u1"))
+    fits.HDUList([fits.PrimaryHDU(), sci, *errors, cube]).writeto(path)
+
+
+def write_tiff(path: Path, seed: int, pages: int = 3) -> None:
+    """Pages of one shape, uint16 in deflate-compressed 16 x 16 tiles."""
+    frames = np.random.default_rng(seed).integers(0, 4000, (pages, 40, 48)).astype("u2")
+    tifffile.imwrite(path, frames, tile=(16, 16), compression="zlib", photometric="minisblack")
+
+
+def write_zarr(path: Path, zarr_format: Literal[2, 3]) -> None:
+    """A group with a time coordinate, a 2-D variable and a subgroup (not in the target)."""
+    root = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+
+    def dims(*names: str) -> dict[str, Any]:
+        if zarr_format == 3:
+            return {"dimension_names": names}
+        return {"attributes": {"_ARRAY_DIMENSIONS": list(names)}}
+
+    time = root.create_array("time", shape=(6,), chunks=(6,), dtype="i8", **dims("time"))
+    time[:] = np.arange(6) * 24
+    time.attrs["units"] = "hours since 2024-01-01"
+    temp = root.create_array("temp", shape=(6, 8), chunks=(2, 4), dtype="f4", **dims("time", "x"))
+    temp[:] = np.random.default_rng(zarr_format).standard_normal((6, 8)).astype("f4")
+    root.create_group("sub").create_array("h", shape=(3,), dtype="i2", **dims("x"))[:] = 7
+
+
+def data_dir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return tmp_path / "data"
+
+
+def flip(path: Path, offset: int, length: int) -> None:
+    """Invert `length` bytes at `offset`: same size, bytes no codec decodes."""
+    with path.open("r+b") as f:
+        f.seek(offset)
+        flipped = bytes(b ^ 0xFF for b in f.read(length))
+        f.seek(offset)
+        f.write(flipped)
+
+
+@pytest.mark.parametrize("kind", ["json", "icechunk"])
+def test_fits_passes(kind: str, tmp_path: Path) -> None:
+    path = data_dir(tmp_path) / "image.fits"
+    write_fits(path, 0)
+    vds = vcube.open_virtual_dataset(str(path), parser=FITSParser(chunk_rows=5))
+    report = verify(persist(vds, kind, tmp_path, urls([path])), samples=None)
+    assert report.ok, report.format()
+    found = checks(report)
+    assert sorted(found) == sorted(map(str, vds.data_vars)) == ["ERR_1", "ERR_2", "HDU4", "SCI"]
+    assert {n: v.checked for n, v in found.items()} == {"ERR_1": 3, "ERR_2": 3, "HDU4": 1, "SCI": 3}
+
+
+@pytest.mark.parametrize("dim", ["file", "SCI_naxis2"], ids=["new-dim", "existing-dim"])
+def test_fits_files_concatenated(dim: str, tmp_path: Path) -> None:
+    """Files stacked along a new dimension, or following each other along an existing one
+    (FITS has no coordinates: in the order given)."""
+    paths = [data_dir(tmp_path) / f"image_{i}.fits" for i in range(3)]
+    for i, path in enumerate(paths):
+        write_fits(path, i)
+    vds = vcube.open_virtual_mfdataset(
+        [str(p) for p in paths], combine="nested", concat_dim=dim, drop_variables=["HDU4"]
+    )
+    report = verify(persist(vds, "json", tmp_path, urls(paths)), samples=None)
+    assert report.ok, report.format()
+    assert report.sources == tuple(urls(paths))
+    assert checks(report)["SCI"].checked == 3
+    # The ERR images lack SCI_naxis2: taken from the first file, and compared with it.
+    assert checks(report)["ERR_1"].checked == (3 if dim == "file" else 1)
+
+
+@pytest.mark.parametrize("kind", ["json", "icechunk"])
+def test_fits_wrong_reference_is_reported(kind: str, tmp_path: Path) -> None:
+    path = data_dir(tmp_path) / "image.fits"
+    write_fits(path, 0)
+    vds = vcube.open_virtual_dataset(str(path), parser=FITSParser(chunk_rows=4))
+    vds = swap_chunks(vds, "SCI", (1, 0), (2, 0))
+    report = verify(persist(vds, kind, tmp_path, urls([path])), samples=None)
+    assert not report.ok
+    (mismatch,) = checks(report)["SCI"].different
+    assert mismatch.chunk == (1, 0)
+    with fits.open(path, do_not_scale_image_data=True) as hdus:
+        raw = np.asarray(hdus["SCI"].data)
+    first = tuple(int(i) for i in np.argwhere(raw[4:8] != raw[8:12])[0])
+    assert mismatch.index == (4 + first[0], first[1])
+    assert (mismatch.expected, mismatch.actual) == (raw[4:8][first], raw[8:12][first])
+    assert isinstance(mismatch.expected, int)  # raw stored integers, compared unscaled
+
+
+def test_fits_scaling_lost_is_reported(tmp_path: Path) -> None:
+    """BSCALE / BZERO mean scale_factor / add_offset: references that lost them read other
+    values, and verify compares decoded values to say so."""
+    path = data_dir(tmp_path) / "image.fits"
+    write_fits(path, 0)
+    target = persist(vcube.open_virtual_dataset(str(path)), "json", tmp_path, urls([path]))
+    refs = json.loads(Path(target).read_text())
+    attrs = json.loads(refs["refs"]["SCI/.zattrs"])
+    del attrs["scale_factor"]
+    refs["refs"]["SCI/.zattrs"] = json.dumps(attrs)
+    Path(target).write_text(json.dumps(refs))
+    report = verify(target)
+    (mismatch,) = checks(report)["SCI"].different
+    with fits.open(path) as hdus:  # scaled by astropy
+        scaled = np.asarray(hdus["SCI"].data)
+    assert mismatch.index == (0, 0)
+    assert mismatch.expected == scaled[0, 0]
+    assert mismatch.actual == (scaled[0, 0] - 10) / 2 + 10
+    assert all(not v.different for n, v in checks(report).items() if n != "SCI")
+
+
+@pytest.mark.parametrize("stack", [False, True], ids=["pages", "stacked"])
+@pytest.mark.parametrize("kind", ["json", "icechunk"])
+def test_tiff_passes(kind: str, stack: bool, tmp_path: Path) -> None:
+    path = data_dir(tmp_path) / "frames.tif"
+    write_tiff(path, 0)
+    vds = vcube.open_virtual_dataset(str(path), parser=TIFFParser(stack=stack))
+    report = verify(persist(vds, kind, tmp_path, urls([path])), samples=None)
+    assert report.ok, report.format()
+    found = checks(report)
+    if stack:
+        assert list(found) == ["0"]
+        assert found["0"].checked == 3 * 3 * 3  # pages x tile rows x tile columns
+    else:
+        assert {n: v.checked for n, v in found.items()} == {"0": 9, "1": 9, "2": 9}
+
+
+def test_tiff_pages_of_other_layouts(tmp_path: Path) -> None:
+    """RGB strips (the short last one held inline), a float page and a thumbnail in one file."""
+    path = data_dir(tmp_path) / "mixed.tif"
+    rng = np.random.default_rng(1)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            rng.integers(0, 255, (30, 20, 3)).astype("u1"), rowsperstrip=7, compression="zlib"
+        )
+        tif.write(rng.standard_normal((30, 20)).astype("f4"), photometric="minisblack")
+        tif.write(rng.integers(0, 255, (5, 4)).astype("u1"), photometric="minisblack")
+    vds = vcube.open_virtual_dataset(str(path))
+    assert vds["2"].dims == ("y_2", "x_2")
+    report = verify(persist(vds, "icechunk", tmp_path, urls([path])), samples=None)
+    assert report.ok, report.format()
+    assert {n: v.checked for n, v in checks(report).items()} == {"0": 5, "1": 1, "2": 1}
+
+
+@pytest.mark.parametrize("stack", [False, True], ids=["new-dim", "stacked-pages"])
+def test_tiff_files_concatenated(stack: bool, tmp_path: Path) -> None:
+    """Files stacked along a new dimension, or their stacked pages one after the other."""
+    paths = [data_dir(tmp_path) / f"frames_{i}.tif" for i in range(3)]
+    for i, path in enumerate(paths):
+        write_tiff(path, i, pages=2)
+    vds = vcube.open_virtual_mfdataset(
+        [str(p) for p in paths],
+        parser=TIFFParser(stack=stack),
+        combine="nested",
+        concat_dim="page" if stack else "time",
+    )
+    assert vds["0"].shape == ((6, 40, 48) if stack else (3, 40, 48))
+    report = verify(persist(vds, "json", tmp_path, urls(paths)), samples=None)
+    assert report.ok, report.format()
+    assert checks(report)["0"].checked == (6 if stack else 3) * 9
+
+
+@pytest.mark.parametrize("kind", ["json", "icechunk"])
+def test_tiff_corrupted_tile_is_reported(kind: str, tmp_path: Path) -> None:
+    path = data_dir(tmp_path) / "frames.tif"
+    write_tiff(path, 0)
+    vds = vcube.open_virtual_dataset(str(path))
+    target = persist(vds, kind, tmp_path, urls([path]))
+    ref = vds["1"].data.manifest[(2, 1)]
+    flip(path, ref.offset, ref.length)
+    report = verify(target, samples=None)
+    assert not report.ok
+    (mismatch,) = checks(report)["1"].different
+    assert mismatch.chunk == (2, 1)
+    assert mismatch.sources == (normalize_url(path),)
+    assert mismatch.error is not None
+    assert checks(report)["1"].equal == 8
+    assert all(not v.different for n, v in checks(report).items() if n != "1")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("kind", ["json", "icechunk", "icechunk-without-metadata"])
+def test_zarr_passes(kind: str, zarr_format: Literal[2, 3], tmp_path: Path) -> None:
+    """The sources are the store, also when the target only names its chunk objects."""
+    store = data_dir(tmp_path) / "store.zarr"
+    write_zarr(store, zarr_format)
+    vds = vcube.open_virtual_dataset(str(store))
+    report = verify(persist(vds, kind, tmp_path, urls([store])), samples=None)
+    assert report.ok, report.format()
+    assert report.sources == (normalize_url(store),)
+    assert {n: v.checked for n, v in checks(report).items()} == {"temp": 6, "time": 1}
+
+
+def test_zarr_corrupted_chunk_is_reported(tmp_path: Path) -> None:
+    store = data_dir(tmp_path) / "store.zarr"
+    write_zarr(store, 3)
+    target = persist(vcube.open_virtual_dataset(str(store)), "json", tmp_path, [])
+    chunk = store / "temp" / "c" / "1" / "1"
+    flip(chunk, 0, chunk.stat().st_size)
+    report = verify(target, samples=None)
+    (mismatch,) = checks(report)["temp"].different
+    assert mismatch.chunk == (1, 1)
+    assert mismatch.sources == (normalize_url(store),)
+    assert mismatch.error is not None
+
+
+def test_netcdf_files_stacked_along_a_new_dimension(archive: list[Path], tmp_path: Path) -> None:
+    """NetCDF4 dimensions (HDF5 dimension scales) say which axis a file lacks."""
+    vds = vcube.open_virtual_mfdataset(
+        [str(p) for p in archive[:3]], combine="nested", concat_dim="member", join="override"
+    )
+    assert vds["air"].dims == ("member", "time", "lat", "lon")
+    report = verify(persist(vds, "json", tmp_path, urls(archive[:3])), samples=None)
+    assert report.ok, report.format()
+    assert checks(report)["air"].checked == 3 * 2 * 2
+    assert checks(report)["count"].checked == 3
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("fmt", ["fits", "tiff", "zarr"])
+def test_fits_tiff_zarr_on_s3(
+    fmt: str, tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """Source files in object storage, read by astropy, tifffile and zarr through the
+    registry's store."""
+    folder = data_dir(tmp_path)
+    if fmt == "fits":
+        write_fits(folder / "image.fits", 0)
+    elif fmt == "tiff":
+        write_tiff(folder / "frames.tif", 0)
+    else:
+        write_zarr(folder / "store.zarr", 3)
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3_server.upload(file, s3_bucket, f"data/{file.relative_to(folder)}")
+    source = f"s3://{s3_bucket}/data/{next(folder.iterdir()).name}"
+    registry = ObjectStoreRegistry({f"s3://{s3_bucket}": s3_server.store(s3_bucket)})
+    vds = vcube.open_virtual_dataset(source, registry=registry)
+    vds.vcube.to_kerchunk(str(tmp_path / "refs.json"), format="json")
+    report = verify(tmp_path / "refs.json", registry=registry, samples=None)
+    assert report.ok, report.format()
+    assert report.sources == (source,)
+
+
+def test_zarr_subgroup_against(tmp_path: Path) -> None:
+    """A target made from a subgroup names its arrays without the group's path: the default
+    sources (the whole store) do not match them, the subgroup given with `against` does."""
+    store = data_dir(tmp_path) / "store.zarr"
+    write_zarr(store, 3)
+    vds = vcube.open_virtual_dataset(str(store), group="sub")
+    target = persist(vds, "json", tmp_path, [])
+    whole = verify(target)
+    assert not whole.ok
+    assert whole.problems == (f"{normalize_url(store)}: none of its arrays is in the target",)
+    assert checks(whole)["h"].note == "in no source file"
+    report = verify(target, against=str(store / "sub"))
+    assert report.ok, report.format()
+    assert checks(report)["h"].checked == 1
+
+
+@pytest.mark.parametrize("fmt", ["fits", "tiff"])
+def test_truncated_source_is_a_problem(fmt: str, tmp_path: Path) -> None:
+    """A file its library cannot open any more (its header cut short) is a problem of the
+    report, named with the library's error; its chunks are not compared."""
+    path = data_dir(tmp_path) / ("image.fits" if fmt == "fits" else "frames.tif")
+    write_fits(path, 0) if fmt == "fits" else write_tiff(path, 0)
+    target = persist(vcube.open_virtual_dataset(str(path)), "json", tmp_path, [])
+    path.write_bytes(path.read_bytes()[:100])
+    report = verify(target)
+    assert not report.ok
+    (problem,) = report.problems
+    assert problem.startswith(f"{normalize_url(path)}: ")
+    assert all(v.checked == 0 and v.note == "in no source file" for v in report.variables)
