@@ -52,6 +52,7 @@ from bench_hdf5_parse import count_refs, floor_enumerate
 from obstore.store import S3Store
 
 import vcube
+from vcube.combine import combine as vcube_combine
 from vcube.parsers import HDFParser
 from vcube.readers import ReadOptions
 
@@ -328,8 +329,13 @@ def vz_copies(vz: Any, path: Path, n: int) -> list[xr.Dataset]:
     ]
 
 
-def combine(datasets: list[xr.Dataset], how: str) -> xr.Dataset:
+def combine(tool: str, datasets: list[xr.Dataset], how: str) -> xr.Dataset:
+    """The reduce each library's `open_virtual_mfdataset` does: vcube's own combine (direct
+    when the files agree, else xarray's), VirtualiZarr's xarray combine."""
     kwargs = vcube_combine_kwargs()
+    if tool == "vcube":
+        concat_dim = "time" if how == "nested" else None
+        return vcube_combine(datasets, concat_dim=concat_dim, by_coords=how != "nested", **kwargs)
     if how == "nested":
         return xr.combine_nested(datasets, concat_dim="time", **kwargs)
     result = xr.combine_by_coords(datasets, **kwargs)
@@ -339,7 +345,7 @@ def combine(datasets: list[xr.Dataset], how: str) -> xr.Dataset:
 
 def measure_reduce(tool: str, datasets: list[xr.Dataset], how: str) -> Run:
     run = Run(tool, f"{len(datasets)} datasets, {how}")
-    ds = timed(run, lambda: combine(datasets, how))
+    ds = timed(run, lambda: combine(tool, datasets, how))
     if ds is None:
         return run
     nbytes = ds.vcube.nbytes if tool == "vcube" else ds.vz.nbytes
@@ -348,7 +354,7 @@ def measure_reduce(tool: str, datasets: list[xr.Dataset], how: str) -> Run:
     gc.collect()
     tracemalloc.start()
     try:
-        combine(datasets, how)
+        combine(tool, datasets, how)
         run.extra["peak_bytes"] = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

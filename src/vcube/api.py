@@ -11,6 +11,7 @@ import xarray as xr
 import zarr.api.asynchronous
 from zarr.core.sync import sync
 
+from vcube.combine import combine as combine_datasets
 from vcube.errors import NothingVirtualizedError, UnsupportedFeatureError, VcubeError
 from vcube.manifests.attrs import decode_attributes
 from vcube.mapreduce import READ_STATS_KEY, OnError, Task, run_tasks
@@ -176,9 +177,13 @@ def open_virtual_mfdataset(
     }
     if combine == "nested":
         grid = _regrid(nested, datasets, report.failures)
-        combined = xr.combine_nested(grid, concat_dim=concat_dim, **kwargs)
+        dims = [concat_dim] if isinstance(concat_dim, str) or concat_dim is None else concat_dim
+        if len(dims) == 1 and all(isinstance(ds, xr.Dataset) for ds in grid):
+            combined = combine_datasets(grid, concat_dim=dims[0], by_coords=False, **kwargs)
+        else:
+            combined = xr.combine_nested(grid, concat_dim=concat_dim, **kwargs)
     else:
-        combined = xr.combine_by_coords(datasets, **kwargs)
+        combined = combine_datasets(datasets, concat_dim=None, by_coords=True, **kwargs)
     if not isinstance(combined, xr.Dataset):
         raise VcubeError("the files combined into a DataArray, not a Dataset")
     combined.encoding[REPORT_KEY] = report

@@ -260,62 +260,71 @@ class ChunkManifest:
 
 def concatenate(manifests: Sequence[ChunkManifest], axis: int) -> ChunkManifest:
     """Join manifests along an existing axis of the chunk grid."""
-    return _combine(manifests, lambda cols: np.concatenate(cols, axis=axis))
+    if not manifests:
+        raise IncompatibleArraysError("nothing to combine: no manifests given")
+    ndim = manifests[0].path_ids.ndim
+    axis = axis % ndim if ndim else axis
+    lengths = [m.path_ids.shape[axis] if m.path_ids.ndim == ndim else -1 for m in manifests]
+    # Which manifest each chunk of the result comes from, broadcast along the other axes.
+    source = np.repeat(np.arange(len(manifests)), np.maximum(lengths, 0))
+    source = source.reshape([-1 if i == axis else 1 for i in range(ndim)])
+    return _combine(manifests, lambda cols: np.concatenate(cols, axis=axis), source)
 
 
 def stack(manifests: Sequence[ChunkManifest], axis: int) -> ChunkManifest:
     """Join manifests along a new axis of the chunk grid."""
-    return _combine(manifests, lambda cols: np.stack(cols, axis=axis))
+    if not manifests:
+        raise IncompatibleArraysError("nothing to combine: no manifests given")
+    ndim = manifests[0].path_ids.ndim + 1
+    axis = axis % ndim
+    source = np.arange(len(manifests)).reshape([-1 if i == axis else 1 for i in range(ndim)])
+    return _combine(manifests, lambda cols: np.stack(cols, axis=axis), source)
 
 
 def _combine(
-    manifests: Sequence[ChunkManifest], join: Callable[[list[NDArray[Any]]], NDArray[Any]]
+    manifests: Sequence[ChunkManifest],
+    join: Callable[[list[NDArray[Any]]], NDArray[Any]],
+    source: NDArray[np.int64],
 ) -> ChunkManifest:
-    if not manifests:
-        raise IncompatibleArraysError("nothing to combine: no manifests given")
-    table, ids = _merge_tables(manifests)
-    inline, inline_offsets = _merge_inline(manifests)
+    """Join the columns, then move every manifest's path ids and inline offsets into the
+    merged tables in one vectorized step (`source`: the manifest each chunk comes from)."""
     try:
-        return ChunkManifest(
-            paths=table,
-            path_ids=join(ids),
-            offsets=join(inline_offsets),
-            lengths=join([m.lengths for m in manifests]),
-            inline=inline,
-        )
+        ids = join([m.path_ids for m in manifests])
+        offsets = join([m.offsets for m in manifests])
+        lengths = join([m.lengths for m in manifests])
     except ValueError as err:
         shapes = [m.grid_shape for m in manifests]
         raise IncompatibleArraysError(f"chunk grids {shapes} cannot be joined: {err}") from err
+    source = np.broadcast_to(source, ids.shape)
+    table, ids = _merge_tables(manifests, ids, source)
+    inline: tuple[bytes, ...] = ()
+    if any(m.inline for m in manifests):
+        starts = _starts([len(m.inline) for m in manifests])
+        shift = np.where(ids == INLINE, starts[source], 0).astype(np.uint64)
+        offsets = offsets + shift
+        inline = tuple(b for m in manifests for b in m.inline)
+    return ChunkManifest(paths=table, path_ids=ids, offsets=offsets, lengths=lengths, inline=inline)
 
 
 def _merge_tables(
-    manifests: Sequence[ChunkManifest],
-) -> tuple[tuple[str, ...], list[NDArray[np.int32]]]:
-    """One path table for all manifests, and each manifest's ids remapped into it."""
+    manifests: Sequence[ChunkManifest], ids: NDArray[np.int32], source: NDArray[Any]
+) -> tuple[tuple[str, ...], NDArray[np.int32]]:
+    """One path table for all manifests, and the joined ids moved into it."""
     first = manifests[0].paths
     if all(m.paths is first or m.paths == first for m in manifests):
-        return first, [m.path_ids for m in manifests]
-    index: dict[str, int] = {}
-    remapped = []
-    for m in manifests:
-        mapping = np.array([index.setdefault(p, len(index)) for p in m.paths], dtype=np.int32)
-        remapped.append(_remap(m.path_ids, mapping))
-    return tuple(index), remapped
+        return first, ids
+    every = [p for m in manifests for p in m.paths]
+    index = {p: i for i, p in enumerate(dict.fromkeys(every))}
+    mapping = np.array([index[p] for p in every], dtype=np.int32)
+    starts = _starts([len(m.paths) for m in manifests])
+    position = starts[source] + np.maximum(ids, 0)
+    remapped = np.where(ids >= 0, mapping[np.minimum(position, max(len(every) - 1, 0))], ids)
+    return tuple(index), remapped.astype(np.int32)
 
 
-def _merge_inline(
-    manifests: Sequence[ChunkManifest],
-) -> tuple[tuple[bytes, ...], list[NDArray[np.uint64]]]:
-    """Concatenate inline tables, shifting each manifest's inline offsets past the previous ones."""
-    if not any(m.inline for m in manifests):
-        return (), [m.offsets for m in manifests]
-    inline: list[bytes] = []
-    offsets = []
-    for m in manifests:
-        shift = np.where(m.path_ids == INLINE, np.uint64(len(inline)), np.uint64(0))
-        offsets.append(m.offsets + shift)
-        inline.extend(m.inline)
-    return tuple(inline), offsets
+def _starts(sizes: Sequence[int]) -> NDArray[np.int64]:
+    """Where each of consecutive blocks of `sizes` starts."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)[:-1]]).astype(np.int64)
 
 
 def _remap(ids: NDArray[np.int32], mapping: NDArray[np.int32]) -> NDArray[np.int32]:
