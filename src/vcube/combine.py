@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from vcube.manifests import ManifestArray
-
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
@@ -62,46 +60,47 @@ def _fast_path_applies(datasets: Sequence[xr.Dataset], dim: str, kwargs: dict[st
     if any(_layout(ds) != layout for ds in datasets[1:]):
         return False
     # join="exact": every other index must be equal in every file (xarray explains otherwise).
-    for name, index in first.indexes.items():
+    for name in first.xindexes.keys():  # noqa: SIM118 (Indexes iterates as Index to mypy)
         if name == dim:
             continue
-        values = index.values
-        for ds in datasets[1:]:
-            if not np.array_equal(ds.indexes[name].values, values):
-                return False
+        values = first.variables[name].values
+        if any(not np.array_equal(ds.variables[name].values, values) for ds in datasets[1:]):
+            return False
     return True
 
 
 def _layout(ds: xr.Dataset) -> tuple[Any, ...]:
-    return (
-        tuple((name, v.dims, type(v.data) is ManifestArray) for name, v in ds.variables.items()),
-        tuple(ds.coords),
-        tuple(ds.indexes),
-    )
+    """Variable names and dimensions, coordinate and index names: what must agree."""
+    variables = tuple((name, v.dims) for name, v in ds.variables.items())
+    return variables, tuple(ds.coords), tuple(ds.xindexes)
 
 
 def _concat_dim(datasets: Sequence[xr.Dataset]) -> str | None:
-    """The one dimension whose index differs between files (xarray's rule), or None."""
-    first = datasets[0]
+    """The one dimension whose index differs between the first two files, or None; the checks
+    that follow send anything else (another index differing in a later file) to xarray."""
+    if len(datasets) < 2:
+        return None
+    first, second = datasets[0], datasets[1]
     differing = [
         name
-        for name, index in first.indexes.items()
-        if any(not index.equals(ds.indexes[name]) for ds in datasets[1:] if name in ds.indexes)
+        for name in first.xindexes.keys()  # noqa: SIM118
+        if name in second.xindexes
+        and not np.array_equal(first.variables[name].values, second.variables[name].values)
     ]
     return str(differing[0]) if len(differing) == 1 else None
 
 
 def _by_first_value(datasets: Sequence[xr.Dataset], dim: str) -> list[xr.Dataset] | None:
-    """Files ordered along `dim`, or None when their ranges are not monotonic and disjoint."""
-    indexes = [ds.indexes[dim] for ds in datasets]
-    if any(len(i) == 0 or not i.is_monotonic_increasing for i in indexes):
+    """Files ordered along `dim`, or None when their values do not form one increasing run
+    (overlapping or unordered files: xarray decides)."""
+    indexes = [ds.variables[dim].values for ds in datasets]
+    if any(i.size == 0 for i in indexes):
         return None
     order = np.argsort(np.array([i[0] for i in indexes]), kind="stable")
-    ordered = [datasets[i] for i in order]
-    values = np.concatenate([indexes[i].values for i in order])
+    values = np.concatenate([indexes[i] for i in order])
     if values.size > 1 and not bool(np.all(values[1:] > values[:-1])):
         return None
-    return ordered
+    return [datasets[i] for i in order]
 
 
 def _concat(datasets: Sequence[xr.Dataset], dim: str) -> xr.Dataset:

@@ -156,7 +156,10 @@ def check_joinable(
 ) -> None:
     """Raise `IncompatibleArraysError` naming the variable, both files and the difference."""
     first = next((a for a in arrays if getattr(a, "manifest", None) is not None), arrays[0])
+    first_key = _join_key(first, axis)
     for other in arrays:
+        if getattr(other, "manifest", None) is not None and _join_key(other, axis) == first_key:
+            continue  # the common case, decided in one comparison (NaN fills take the long way)
         if getattr(other, "manifest", None) is None:
             raise IncompatibleArraysError(
                 f"cannot {operation} virtual variable {first.name!r} from {first.source} with a "
@@ -177,6 +180,12 @@ def check_joinable(
                 f"partial chunk ({a.shape[axis]} is not a multiple of the chunk length "
                 f"{a.chunks[axis]}), so {b.source} would not start on a chunk boundary"
             )
+
+
+def _join_key(x: ManifestArray, axis: int | None) -> tuple[Any, ...]:
+    info = x.info
+    other_shape = tuple(n for i, n in enumerate(info.shape) if i != axis)
+    return (info.dtype, info.chunks, other_shape, info.codecs, info.fill_value)
 
 
 def _layout_fields(
