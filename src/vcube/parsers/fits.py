@@ -38,9 +38,9 @@ from vcube.readers import ObjectReader, ReadOptions, ReadStats
 from vcube.registry import ObjectStoreRegistry, normalize_url
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping, Sequence
 
-__all__ = ["FITSParser"]
+__all__ = ["FITSParser", "hdu_names", "image_dims"]
 
 BLOCK: Final = 2880
 CARD: Final = 80
@@ -116,7 +116,7 @@ class FITSParser:
             options = dataclasses.replace(options, strategy="ranges")
         reader = ObjectReader(store, path, url=url, options=options, stats=stats)
         hdus = _read_hdus(reader, url)
-        names = _names(hdus)
+        names = hdu_names([h.cards for h in hdus])
         arrays: dict[str, ManifestArray] = {}
         for i in self._selected(hdus, names, url):
             hdu, name = hdus[i], names[i]
@@ -182,7 +182,7 @@ class FITSParser:
             if hdu.kind == "compressed":
                 values = _native(np.asarray(loaded.data))
                 attrs = json_value(_attributes(loaded.header))
-                dims = _image_dims(name, values.ndim)
+                dims = image_dims(name, values.ndim)
                 return {
                     name: inline_array(values, name=name, dimension_names=dims, attributes=attrs)
                 }
@@ -348,28 +348,30 @@ def _kind(cards: dict[str, Any], index: int) -> HDUKind:
     return "other"
 
 
-def _names(hdus: list[_HDU]) -> list[str]:
-    """EXTNAME, or PRIMARY / HDU<i>; a shared name gets _<EXTVER> (or _HDU<i>) appended."""
-    bases = [
-        (h.extname or ("PRIMARY" if h.index == 0 else f"HDU{h.index}")).replace("/", "_")
-        for h in hdus
-    ]
+def hdu_names(headers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The array name of each HDU of a file, given their headers in order: EXTNAME, or PRIMARY /
+    HDU<i>; a shared name gets _<EXTVER> (or _HDU<i>) appended."""
+    bases = []
+    for index, header in enumerate(headers):
+        extname = header.get("EXTNAME")
+        extname = extname.strip() if isinstance(extname, str) else ""
+        bases.append((extname or ("PRIMARY" if index == 0 else f"HDU{index}")).replace("/", "_"))
     repeated = Counter(bases)
     names = []
-    for hdu, base in zip(hdus, bases, strict=True):
-        extver = hdu.cards.get("EXTVER")
+    for index, (header, base) in enumerate(zip(headers, bases, strict=True)):
+        extver = header.get("EXTVER")
         if repeated[base] == 1:
             names.append(base)
         elif isinstance(extver, int) and not isinstance(extver, bool):
             names.append(f"{base}_{extver}")
         else:
-            names.append(f"{base}_HDU{hdu.index}")
+            names.append(f"{base}_HDU{index}")
     # Still shared (equal EXTVERs): the HDU index decides.
     repeated = Counter(names)
     return [n if repeated[n] == 1 else f"{n}_HDU{i}" for i, n in enumerate(names)]
 
 
-def _image_dims(name: str, ndim: int) -> tuple[str, ...]:
+def image_dims(name: str, ndim: int) -> tuple[str, ...]:
     """Per-HDU dimension names (HDUs of one file often differ in shape), numbered as FITS
     numbers the axes: the last numpy axis is NAXIS1."""
     return tuple(f"{name}_naxis{ndim - j}" for j in range(ndim))
@@ -399,7 +401,7 @@ def _image_array(hdu: _HDU, name: str, url: str, rows: int, reader: ObjectReader
         dtype=dtype,
         chunks=chunks,
         codecs=[BytesCodec(endian="big")] if dtype.itemsize > 1 else [],
-        dimension_names=_image_dims(name, len(shape)),
+        dimension_names=image_dims(name, len(shape)),
         attributes=encode_attributes(_cf_attributes(hdu, name, url, dtype), dtype),
     )
     return ManifestArray(info, manifest, name=name)

@@ -56,14 +56,14 @@ from vcube.readers import ObjectReader, ReadOptions, ReadStats
 from vcube.registry import ObjectStoreRegistry, normalize_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Sequence
 
     from zarr.abc.codec import Codec
     from zarr.core.buffer import Buffer
 
     from vcube.manifests.metadata import ArrayInfo
 
-__all__ = ["TIFFParser"]
+__all__ = ["TIFFParser", "dimension_names", "page_axes"]
 
 # IFDs are small and, in most files, next to their tag values: 64 KiB blocks read one with its
 # values in one request without fetching much pixel data around it.
@@ -338,10 +338,28 @@ def _geometry(
     else:
         rows, cols = min(page.rowsperstrip, height), width
     if samples == 1:
-        return (height, width), (rows, cols), ("y", "x")
+        return (height, width), (rows, cols), page_axes(page)
     if page.planarconfig == 1:
-        return (height, width, samples), (rows, cols, samples), ("y", "x", "sample")
-    return (samples, height, width), (1, rows, cols), ("sample", "y", "x")
+        return (height, width, samples), (rows, cols, samples), page_axes(page)
+    return (samples, height, width), (1, rows, cols), page_axes(page)
+
+
+def page_axes(page: tifffile.TiffPage) -> tuple[str, ...]:
+    """A page's dimension names: separate sample planes are a leading axis."""
+    if page.samplesperpixel == 1:
+        return ("y", "x")
+    return ("y", "x", "sample") if page.planarconfig == 1 else ("sample", "y", "x")
+
+
+def dimension_names(
+    index: int, axes: Sequence[str], shape: Sequence[int], seen: dict[str, int]
+) -> tuple[str, ...]:
+    """Page `index`'s dimension names: a name keeps its plain form (``y``) when it is as long as
+    in the first page that used it (`seen`, updated), else gets the page index (``y_3``)."""
+    return tuple(
+        d if seen.setdefault(d, n) == n else f"{d}_{index}"
+        for d, n in zip(axes, shape, strict=True)
+    )
 
 
 def _codecs(page: tifffile.TiffPage, where: str) -> list[Codec]:
@@ -430,14 +448,11 @@ def _named(pages: list[_Page]) -> dict[str, ManifestArray]:
     """One array per page. A dimension keeps its plain name (``y``, ``x``, ``sample``) when it is
     as long as in the first page that used the name; otherwise the page index is appended
     (``y_3``), so pages of other sizes never conflict."""
-    lengths: dict[str, int] = {}
+    seen: dict[str, int] = {}
     arrays = {}
     for p in pages:
         assert p.info.dimension_names is not None
-        dims = tuple(
-            d if lengths.setdefault(d, n) == n else f"{d}_{p.index}"
-            for d, n in zip(p.info.dimension_names, p.info.shape, strict=True)
-        )
+        dims = dimension_names(p.index, p.info.dimension_names, p.info.shape, seen)
         arrays[str(p.index)] = p.array(str(p.index), dims)
     return arrays
 

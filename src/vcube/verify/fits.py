@@ -5,19 +5,16 @@ they mean, so that a target without them is compared decoded and found different
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 from astropy.io import fits
 
-from vcube.parsers.fits import BITPIX_DTYPES
+from vcube.parsers.fits import BITPIX_DTYPES, hdu_names, image_dims
 from vcube.verify.access import object_reader
 from vcube.verify.arrays import describe
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from numpy.typing import NDArray
 
     from vcube.registry import ObjectStoreRegistry
@@ -51,7 +48,7 @@ class _FITSReader:
             undo.pop_all()
         self._images = {
             name: index
-            for index, (name, header) in enumerate(zip(_names(headers), headers, strict=True))
+            for index, (name, header) in enumerate(zip(hdu_names(headers), headers, strict=True))
             if _is_image(header, index) and _shape(header) and all(_shape(header))
         }
 
@@ -60,7 +57,7 @@ class _FITSReader:
         for name, index in self._images.items():
             header = self._hdus[index].header
             shape = _shape(header)
-            dims = [f"{name}_naxis{len(shape) - j}" for j in range(len(shape))]
+            dims = image_dims(name, len(shape))
             found[name] = describe(shape, BITPIX_DTYPES[header["BITPIX"]], _cf(header), dims)
         return found
 
@@ -70,28 +67,6 @@ class _FITSReader:
     def close(self) -> None:
         self._hdus.close()
         self._file.close()
-
-
-def _names(headers: Sequence[fits.Header]) -> list[str]:
-    """EXTNAME, or PRIMARY / HDU<i>; a name several HDUs share gets _<EXTVER> (or _HDU<i>)
-    appended, then _HDU<i> if still shared: FITSParser's names."""
-    bases = []
-    for index, header in enumerate(headers):
-        extname = header.get("EXTNAME")
-        extname = extname.strip() if isinstance(extname, str) else ""
-        bases.append((extname or ("PRIMARY" if index == 0 else f"HDU{index}")).replace("/", "_"))
-    repeated = Counter(bases)
-    names = []
-    for index, (header, base) in enumerate(zip(headers, bases, strict=True)):
-        extver = header.get("EXTVER")
-        if repeated[base] == 1:
-            names.append(base)
-        elif isinstance(extver, int) and not isinstance(extver, bool):
-            names.append(f"{base}_{extver}")
-        else:
-            names.append(f"{base}_HDU{index}")
-    repeated = Counter(names)
-    return [n if repeated[n] == 1 else f"{n}_HDU{i}" for i, n in enumerate(names)]
 
 
 def _is_image(header: fits.Header, index: int) -> bool:

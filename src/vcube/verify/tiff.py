@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from vcube.parsers.tiff import dimension_names, page_axes
 from vcube.registry import local_path
 from vcube.verify.access import object_reader
 from vcube.verify.arrays import describe
@@ -55,15 +56,12 @@ class _TIFFReader:
             ]
             undo.pop_all()
         self._arrays: dict[str, tuple[range | int, Info]] = {}
-        lengths: dict[str, int] = {}  # dimension name -> length in the first page using it
+        seen: dict[str, int] = {}  # dimension name -> length in the first page using it
         for index, page in enumerate(self._pages):
-            shape, axes = tuple(int(n) for n in page.shape), _axes(page)
+            shape, axes = tuple(int(n) for n in page.shape), page_axes(page)
             if page.dtype is None or len(axes) != len(shape):
                 continue  # sample formats or volumes TIFFParser refuses: never in a target
-            dims = [
-                d if lengths.setdefault(d, n) == n else f"{d}_{index}"
-                for d, n in zip(axes, shape, strict=True)
-            ]
+            dims = list(dimension_names(index, axes, shape, seen))
             name, info = str(index), describe(shape, page.dtype, {}, dims)
             if _stacked(layout.get(name), len(shape)):
                 pages = self._run(index)
@@ -102,13 +100,6 @@ class _TIFFReader:
             store = self._pages[index].aszarr()
             self._views[index] = (store, zarr.open_array(store, mode="r"))
         return self._views[index][1]
-
-
-def _axes(page: tifffile.TiffPage) -> tuple[str, ...]:
-    """TIFFParser's dimension names: separate sample planes are a leading axis."""
-    if page.samplesperpixel == 1:
-        return ("y", "x")
-    return ("y", "x", "sample") if page.planarconfig == 1 else ("sample", "y", "x")
 
 
 def _stacked(target: Info | None, ndim: int) -> bool:
