@@ -5,19 +5,18 @@ One listing of the store's prefix gives every object and its size, so parsing co
 (paginated: about one request per thousand objects) plus the metadata documents: one when the
 store has consolidated metadata (v2 `.zmetadata`, or `consolidated_metadata` in the root
 `zarr.json`), else one per group and array, fetched concurrently. Chunk keys are parsed into grid
-indices with numpy string kernels over each array's keys at once.
+positions over each array's keys at once.
 
-Zarr v2 arrays become Zarr v3 arrays: the v2 filters become array->array codecs (numcodecs ones
-as zarr's `numcodecs.*` codecs), then the `bytes` codec with the dtype's byte order (or
-`vlen-utf8`), then the compressor; order "F" becomes a `transpose` codec. As xarray reads it,
-the v2 `fill_value` is the `_FillValue` attribute and `_ARRAY_DIMENSIONS` the dimension names.
-Sharded v3 arrays keep the sharding codec: each shard object is one chunk of the shard grid.
+Array metadata becomes Zarr v3 metadata as `vcube.parsers.zarr_metadata` says (shared with the
+Kerchunk parsers): v2 filters and compressor as v3 codecs, order "F" as a `transpose` codec, the
+v2 `fill_value` as the `_FillValue` attribute and `_ARRAY_DIMENSIONS` as the dimension names, as
+xarray reads them. Sharded v3 arrays keep the sharding codec: each shard object is one chunk of
+the shard grid.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import posixpath
 from collections import defaultdict
@@ -28,37 +27,21 @@ from urllib.parse import quote, unquote
 import numpy as np
 import obstore
 from numpy.dtypes import StringDType
-from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
-from zarr.codecs import (
-    BloscCodec,
-    BytesCodec,
-    GzipCodec,
-    TransposeCodec,
-    VLenBytesCodec,
-    VLenUTF8Codec,
-    ZstdCodec,
-)
-from zarr.core.metadata.v2 import ArrayV2Metadata
-from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
-from zarr.errors import UnknownCodecError
-from zarr.registry import get_codec_class
 
-from vcube.errors import SourceNotFoundError, UnsupportedFeatureError, UnsupportedFormatError
+from vcube.errors import SourceNotFoundError, UnsupportedFormatError
 from vcube.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
 from vcube.manifests.array_api import grid_shape
-from vcube.manifests.attrs import FILL_VALUE, encode_attributes
 from vcube.manifests.manifest import MISSING
-from vcube.manifests.metadata import ArrayInfo, array_metadata
+from vcube.parsers.zarr_metadata import KeyEncoding, array_info, chunk_positions, group_tree
 from vcube.readers import ReadStats, translate_io_error
 from vcube.registry import ObjectStoreRegistry, normalize_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Sequence
+    from collections.abc import Collection, Sequence
 
     from numpy.typing import NDArray
     from obstore.store import ObjectStore
-    from zarr.abc.codec import Codec
 
 __all__ = ["ZarrParser"]
 
@@ -66,12 +49,8 @@ ZARR_JSON: Final = "zarr.json"
 ZMETADATA: Final = ".zmetadata"
 V2_DOCUMENTS: Final = frozenset({".zgroup", ".zarray", ".zattrs"})
 DOCUMENTS: Final = V2_DOCUMENTS | {ZARR_JSON, ZMETADATA}
-ARRAY_DIMENSIONS: Final = "_ARRAY_DIMENSIONS"
-BLOSC_SHUFFLES: Final = ("noshuffle", "shuffle", "bitshuffle")
 STRINGS: Final = StringDType()
-NUMERIC_KINDS: Final = "biufc"
 MAX_CONCURRENT_GETS: Final = 64  # metadata documents fetched at once
-MAX_INDEX_DIGITS: Final = 18  # a chunk index that fits an int64
 
 type JSONDict = dict[str, Any]
 
@@ -315,83 +294,45 @@ class _Builder:
             name = unquote(posixpath.basename(self.url)).removesuffix(".zarr") or "data"
             arrays = {} if name in self.drop else {name: self.array("", root)}
             return ManifestGroup(arrays=arrays)
-        children: dict[str, list[str]] = defaultdict(list)
-        for path in nodes:
-            if path:
-                children[posixpath.dirname(path)].append(path)
-
-        def build(path: str) -> ManifestGroup:
-            arrays, groups = {}, {}
-            for child in sorted(children[path]):
-                name, node = posixpath.basename(child), nodes[child]
-                if node.kind == "group":
-                    groups[name] = build(child)
-                elif name not in self.drop:
-                    arrays[name] = self.array(child, node)
-            node = nodes[path]
-            attrs = node.attributes if node.zarr_format == 2 else node.document.get("attributes")
-            return ManifestGroup(arrays=arrays, groups=groups, attributes=dict(attrs or {}))
-
-        return build("")
+        paths = sorted(nodes)
+        groups = {p: _attributes(nodes[p]) for p in paths if nodes[p].kind == "group"}
+        arrays = {
+            path: self.array(path, nodes[path])
+            for path in paths
+            if nodes[path].kind == "array" and posixpath.basename(path) not in self.drop
+        }
+        return group_tree(arrays, groups)
 
     def array(self, path: str, node: _Node) -> ManifestArray:
         where = f"{self.url}: array {path!r}" if path else self.url
-        if node.zarr_format == 3:
-            info, encoding = _v3_info(node.document, where)
-        else:
-            info, encoding = _v2_info(node.document, node.attributes, where)
-        try:
-            info.to_zarr()  # zarr's own validation, so a bad array fails here and not on read
-        except (ValueError, TypeError) as err:
-            raise UnsupportedFeatureError(
-                f"{where}: cannot be described as a Zarr v3 array ({err}); drop it with "
-                f"drop_variables=[{posixpath.basename(path)!r}]"
-            ) from err
+        name = posixpath.basename(path)
+        info, encoding = array_info(
+            node.zarr_format, node.document, node.attributes, where=where, name=name
+        )
         keys, sizes = self.listing.under(path)
         base = f"{self.url}/{quote(path)}/" if path else f"{self.url}/"
         manifest = _manifest(keys, sizes, encoding, grid_shape(info.shape, info.chunks), base)
         return ManifestArray(info, manifest, name=path or None)
 
 
-# -- chunk keys --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _KeyEncoding:
-    """How chunk grid indices are spelled: `c/0/1` (v3 default) or `0.1` (v2)."""
-
-    prefix: Literal["c", ""]
-    separator: str
-
-    @classmethod
-    def from_json(cls, doc: object, where: str) -> _KeyEncoding:
-        name = doc.get("name") if isinstance(doc, dict) else doc
-        config = (doc.get("configuration") if isinstance(doc, dict) else None) or {}
-        separator = config.get("separator", "/" if name == "default" else ".")
-        if name not in ("default", "v2") or separator not in ("/", "."):
-            raise UnsupportedFeatureError(
-                f"{where}: unsupported chunk key encoding {doc!r} (vcube reads 'default' and "
-                f"'v2' with separator '/' or '.')"
-            )
-        return cls("c" if name == "default" else "", separator)
+def _attributes(node: _Node) -> JSONDict:
+    return node.attributes if node.zarr_format == 2 else node.document.get("attributes") or {}
 
 
 def _manifest(
     keys: NDArray[Any],
     sizes: NDArray[np.uint64],
-    encoding: _KeyEncoding,
+    encoding: KeyEncoding,
     grid: tuple[int, ...],
     base: str,
 ) -> ChunkManifest:
     """The references of the chunk objects among `keys` (relative to the array), every one from
     offset 0 for its whole size; chunks that were never written stay missing."""
-    indices, ok = _grid_indices(keys, encoding, grid)
+    # Zarr ignores objects outside the grid (left behind when an array shrinks); so do we.
+    positions, _, ok = chunk_positions(keys, encoding, grid)
     path_ids = np.full(grid, MISSING, dtype=np.int32)
     lengths = np.zeros(grid, dtype=np.uint64)
-    # Zarr ignores objects outside the grid (left behind when an array shrinks); so do we.
-    ok &= np.all(indices < np.array(grid, dtype=np.int64), axis=1)
-    present = indices[ok]
-    flat = np.ravel_multi_index(tuple(present.T), grid) if grid else np.zeros(len(present), np.intp)
+    flat = positions[ok]
     path_ids.reshape(-1)[flat] = np.arange(len(flat), dtype=np.int32)
     lengths.reshape(-1)[flat] = sizes[ok]
     urls = np.strings.add(np.asarray(base, dtype=STRINGS), keys[ok])
@@ -401,167 +342,3 @@ def _manifest(
         offsets=np.zeros(grid, dtype=np.uint64),
         lengths=lengths,
     )
-
-
-def _grid_indices(
-    keys: NDArray[Any], encoding: _KeyEncoding, grid: tuple[int, ...]
-) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
-    """Grid indices parsed from chunk keys, one row per key, and which keys are chunk keys."""
-    ndim = len(grid)
-    indices = np.zeros((keys.size, ndim), dtype=np.int64)
-    if ndim == 0:  # a scalar's one chunk is "c" (v3 default) or "0" (v2)
-        return indices, keys == (encoding.prefix or "0")
-    sep = np.asarray(encoding.separator, dtype=STRINGS)
-    ok = np.ones(keys.size, dtype=bool)
-    rest = keys
-    if encoding.prefix:
-        head, found, rest = np.strings.partition(rest, sep)
-        ok &= (head == encoding.prefix) & (found == sep)
-    zero = np.asarray("0", dtype=STRINGS)
-    for axis in range(ndim):
-        head, found, rest = np.strings.partition(rest, sep)
-        # Canonical decimal numbers only, as zarr writes them: no sign, no leading zeros.
-        number = (
-            np.strings.isdecimal(head)
-            & (np.strings.str_len(head) <= MAX_INDEX_DIGITS)
-            & ((head == zero) | ~np.strings.startswith(head, zero))
-        )
-        last = axis == ndim - 1
-        ok &= number & ((found == "") if last else (found == sep))
-        indices[:, axis] = np.where(number, head, zero).astype(np.int64)
-    return indices, ok
-
-
-# -- array metadata ----------------------------------------------------------------------------
-
-
-def _v3_info(doc: JSONDict, where: str) -> tuple[ArrayInfo, _KeyEncoding]:
-    grid = doc.get("chunk_grid")
-    grid_name = grid.get("name") if isinstance(grid, dict) else grid
-    if isinstance(grid_name, str) and grid_name != "regular":
-        raise UnsupportedFeatureError(
-            f"{where}: chunk grid {grid_name!r} is not supported (only 'regular' chunk grids "
-            f"map to a chunk manifest)"
-        )
-    if doc.get("storage_transformers"):
-        raise UnsupportedFeatureError(
-            f"{where}: storage transformers {doc['storage_transformers']!r} are not supported"
-        )
-    if "chunk_key_encoding" in doc:  # zarr refuses encodings it does not know: say why first
-        _KeyEncoding.from_json(doc["chunk_key_encoding"], where)
-    try:
-        meta = ArrayV3Metadata.from_dict(copy.deepcopy(doc))
-    except UnknownCodecError as err:
-        raise _unknown_codec(where, err) from err
-    except (ValueError, TypeError, KeyError) as err:
-        raise UnsupportedFormatError(f"{where}: invalid Zarr v3 array metadata ({err})") from err
-    encoding = _KeyEncoding.from_json(meta.chunk_key_encoding.to_dict(), where)
-    # Each shard object is one chunk of the manifest: `from_zarr` takes the shard grid.
-    return ArrayInfo.from_zarr(meta), encoding
-
-
-def _v2_info(doc: JSONDict, attrs: JSONDict, where: str) -> tuple[ArrayInfo, _KeyEncoding]:
-    try:
-        meta = ArrayV2Metadata.from_dict({**doc, "attributes": {}})
-    except UnknownCodecError as err:
-        raise _unknown_codec(where, err) from err
-    except (ValueError, TypeError, KeyError) as err:
-        raise UnsupportedFormatError(f"{where}: invalid Zarr v2 array metadata ({err})") from err
-    stored = meta.dtype.to_native_dtype()
-    dtype = stored.newbyteorder("=") if stored.byteorder in "<>" else stored
-    codecs: list[Codec] = []
-    if meta.order == "F" and len(meta.shape) > 1:
-        # A Fortran-ordered chunk is the C-ordered chunk of the transposed array.
-        codecs.append(TransposeCodec(order=tuple(reversed(range(len(meta.shape))))))
-    codecs += _v2_pipeline(meta, stored, where)
-    attributes = {k: v for k, v in attrs.items() if k != ARRAY_DIMENSIONS}
-    # xarray reads a v2 fill_value as _FillValue; in Zarr v3 it decodes that attribute for
-    # numbers and booleans only.
-    if meta.fill_value is not None and dtype.kind in NUMERIC_KINDS:
-        attributes[FILL_VALUE] = meta.fill_value
-    dims = attrs.get(ARRAY_DIMENSIONS)
-    info = array_metadata(
-        shape=meta.shape,
-        dtype=dtype,
-        chunks=meta.chunks,
-        codecs=codecs,
-        fill_value=meta.fill_value,
-        dimension_names=[str(d) for d in dims] if isinstance(dims, list) else None,
-        attributes=encode_attributes(attributes, dtype),
-    )
-    encoding = _KeyEncoding("", meta.dimension_separator)
-    return info, encoding
-
-
-def _v2_pipeline(meta: ArrayV2Metadata, stored: np.dtype[Any], where: str) -> list[Codec]:
-    """v2 filters and compressor as v3 codecs: array->array filters, one array->bytes codec
-    (`bytes`, or the `vlen-*` filter of an object array), then bytes->bytes codecs."""
-    to_array: list[Codec] = []
-    serializer: Codec | None = None
-    to_bytes: list[Codec] = []
-    steps = [*(meta.filters or ()), *([meta.compressor] if meta.compressor else [])]
-    for i, step in enumerate(steps):
-        config = dict(step.get_config())
-        is_compressor = meta.compressor is not None and i == len(steps) - 1
-        codec = _v2_codec(config, stored, where, compressor=is_compressor)
-        if isinstance(codec, ArrayArrayCodec) and serializer is None and not to_bytes:
-            to_array.append(codec)
-        elif isinstance(codec, ArrayBytesCodec) and serializer is None and not to_bytes:
-            serializer = codec
-        elif isinstance(codec, BytesBytesCodec):
-            to_bytes.append(codec)
-        else:
-            raise UnsupportedFeatureError(
-                f"{where}: the Zarr v2 filter {config.get('id')!r} follows a filter that "
-                f"produces bytes, which Zarr v3 codecs cannot express"
-            )
-    if serializer is None:
-        serializer = BytesCodec(endian=_endian(stored))
-    return [*to_array, serializer, *to_bytes]
-
-
-def _v2_codec(config: JSONDict, stored: np.dtype[Any], where: str, *, compressor: bool) -> Codec:
-    """The Zarr v3 codec decoding what the numcodecs codec `config` encoded."""
-    codec_id = str(config.get("id"))
-    match codec_id:
-        case "blosc" if compressor:
-            shuffle = int(config.get("shuffle", 1))
-            if shuffle < 0:  # numcodecs' AUTOSHUFFLE: bit-shuffle for 1-byte items
-                shuffle = 2 if stored.itemsize == 1 else 1
-            return BloscCodec(
-                typesize=max(stored.itemsize, 1),
-                cname=config.get("cname", "lz4"),
-                clevel=int(config.get("clevel", 5)),
-                shuffle=BLOSC_SHUFFLES[shuffle],
-                blocksize=int(config.get("blocksize", 0)),
-            )
-        case "zstd" if compressor:
-            level, checksum = int(config.get("level", 0)), bool(config.get("checksum", False))
-            return ZstdCodec(level=level, checksum=checksum)
-        case "gzip" if compressor:
-            return GzipCodec(level=int(config.get("level", 1)))
-        case "vlen-utf8":
-            return VLenUTF8Codec()
-        case "vlen-bytes":
-            return VLenBytesCodec()
-    try:
-        wrapper: Callable[..., Codec] = get_codec_class(f"numcodecs.{codec_id}")
-    except (KeyError, UnknownCodecError) as err:
-        raise _unknown_codec(where, err, codec_id) from err
-    return wrapper(**config)
-
-
-def _unknown_codec(where: str, err: Exception, name: str | None = None) -> UnsupportedFeatureError:
-    what = f"the codec {name!r}" if name else f"a codec ({err})"
-    return UnsupportedFeatureError(
-        f"{where}: uses {what}, which no installed Zarr v3 codec decodes; install the package "
-        f"that provides it, or drop the array with drop_variables=[...]"
-    )
-
-
-def _endian(dtype: np.dtype[Any]) -> Literal["little", "big"] | None:
-    if dtype.itemsize <= 1 or dtype.byteorder == "|":
-        return None
-    if dtype.byteorder == "=":
-        return "little" if np.little_endian else "big"
-    return "big" if dtype.byteorder == ">" else "little"
