@@ -318,8 +318,8 @@ def test_existing_group_needs_a_mode(tmp_path: Path) -> None:
     session = repo.writable_session("main")
     with pytest.raises(vcube.VcubeError, match=r"already exists.*mode='w'"):
         to_icechunk(vcube.open_virtual_dataset(path), session.store)
-    with pytest.raises(UnsupportedFeatureError, match="region"):
-        to_icechunk(vcube.open_virtual_dataset(path), session.store, region="auto")
+    with pytest.raises(UnsupportedFeatureError, match="region must map dimension names"):
+        to_icechunk(vcube.open_virtual_dataset(path), session.store, region="auto")  # type: ignore[arg-type]
     assert not session.has_uncommitted_changes
 
 
@@ -438,3 +438,70 @@ def test_docs_workflow(
     namespace: dict[str, Any] = {}
     exec(compile(code, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
     xr.testing.assert_identical(namespace["ds"].load(), netcdf4_concat(local + remote))
+
+
+# -- region ------------------------------------------------------------------------------------
+
+
+def three_files_committed(tmp_path: Path) -> tuple[ic.Repository, list[Path]]:
+    paths = [time_file(tmp_path / f"f{i}.nc", 4 * i) for i in range(3)]
+    repo = repository(tmp_path / "repo", [local_container(tmp_path)])
+    session = repo.writable_session("main")
+    to_icechunk(virtual_concat(paths), session.store)
+    session.commit("three files")
+    return repo, paths
+
+
+def test_region_replaces_one_file_of_the_datacube(tmp_path: Path) -> None:
+    repo, paths = three_files_committed(tmp_path)
+    fixed = time_file(tmp_path / "fixed.nc", 4)
+    with netCDF4.Dataset(fixed, "a") as d:
+        d["air"][:] = d["air"][:] * 2  # a reprocessed version of the second file
+    session = repo.writable_session("main")
+    vds = vcube.open_virtual_dataset(fixed).drop_vars(["lat", "lon"])
+    to_icechunk(vds, session.store, region={"time": slice(4, 8)})
+    session.commit("reprocessed file 1")
+    xr.testing.assert_identical(read(repo), netcdf4_concat([paths[0], fixed, paths[2]]))
+
+
+def test_region_missing_chunks_clear_the_stored_ones(tmp_path: Path) -> None:
+    repo, paths = three_files_committed(tmp_path)
+    empty = tmp_path / "empty.nc"
+    time_file(empty, 8)
+    with netCDF4.Dataset(empty, "a") as d:  # the same layout, with no chunk of `air` written
+        d.renameVariable("air", "written")
+        air = d.createVariable(
+            "air", "f4", ("time", "lat", "lon"), zlib=True, chunksizes=(2, 3, 4), fill_value=-999.0
+        )
+        air.units = "K"
+    session = repo.writable_session("main")
+    vds = vcube.open_virtual_dataset(empty, drop_variables=["written"])
+    to_icechunk(vds.drop_vars(["lat", "lon"]), session.store, region={"time": slice(8, None)})
+    session.commit("file 2 withdrawn")
+    actual = read(repo)
+    assert bool(actual["air"][8:].isnull().all())
+    xr.testing.assert_identical(actual.isel(time=slice(0, 8)), netcdf4_concat(paths[:2]))
+
+
+@pytest.mark.parametrize(
+    ("region", "drop", "error", "message"),
+    [
+        ({"time": slice(3, 7)}, True, IncompatibleArraysError, r"start and end on chunk"),
+        ({"time": slice(4, 6)}, True, IncompatibleArraysError, r"holds 2 elements.*has 4"),
+        ({"time": slice(4, 8)}, False, IncompatibleArraysError, r"'lat' has none of the region"),
+        ({"level": slice(0, 1)}, True, IncompatibleArraysError, r"\['level'\] are not dim"),
+    ],
+)
+def test_bad_regions_are_refused_and_write_nothing(
+    region: dict[str, slice], drop: bool, error: type[Exception], message: str, tmp_path: Path
+) -> None:
+    repo, _ = three_files_committed(tmp_path)
+    session = repo.writable_session("main")
+    vds = vcube.open_virtual_dataset(time_file(tmp_path / "x.nc", 4))
+    if drop:
+        vds = vds.drop_vars(["lat", "lon"])
+    with pytest.raises(error, match=message):
+        to_icechunk(vds, session.store, region=region)
+    with pytest.raises(ValueError, match="region and append_dim"):
+        to_icechunk(vds, session.store, region=region, append_dim="time")
+    assert not session.has_uncommitted_changes

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,7 +25,6 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import zarr.api.asynchronous
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from vcube.errors import (
@@ -38,14 +36,27 @@ from vcube.errors import (
     VcubeWarning,
 )
 from vcube.manifests.array import ManifestArray
-from vcube.manifests.attrs import decode_attributes, strict_json
 from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import INLINE, MISSING
 from vcube.manifests.store import ManifestStore
 from vcube.registry import normalize_url
+from vcube.writers.icechunk_steps import (
+    LAYOUT_KEYS,
+    ZARR_JSON,
+    Json,
+    Step,
+    append_step,
+    chunk_key,
+    document,
+    first_difference,
+    group_document,
+    metadata_key,
+    region_step,
+    with_stored_encoding,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
 
     import xarray as xr
     from icechunk import IcechunkStore
@@ -55,14 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["to_icechunk"]
 
 Mode = Literal["w", "w-", "a", "r+"]
-Json = dict[str, Any]
 
-ZARR_JSON = "zarr.json"
 _PACKAGE = str(Path(__file__).resolve().parents[1])  # src/vcube: no warning points inside it
-# What xarray moves from attributes to encoding: an appended array must agree on all of them.
-CF_KEYS = ("units", "calendar", "scale_factor", "add_offset", "_FillValue", "missing_value")
-# What fixes how stored chunks decode; everything in zarr.json but the shape and attributes.
-LAYOUT_KEYS = ("data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
 
 
 def to_icechunk(
@@ -72,7 +77,7 @@ def to_icechunk(
     group: str | None = None,
     mode: Mode | None = None,
     append_dim: str | None = None,
-    region: object = None,
+    region: Mapping[str, slice] | None = None,
     last_updated_at: datetime | None = None,
     validate_containers: bool = True,
 ) -> None:
@@ -97,7 +102,10 @@ def to_icechunk(
         ones (metadata, and values of loaded ones) and are left unchanged. A missing group is
         created (mode `"a"`).
     region
-        Not supported; must be None.
+        Rewrite only this part of existing arrays, e.g. ``{"time": slice(24, 48)}``: every
+        variable must have at least one of its dimensions, and match the stored array (layout,
+        and shape outside the region). Virtual variables must start on a chunk boundary (and
+        end on one, or at the array's end); their missing chunks clear the stored ones.
     last_updated_at
         Stored with every reference as its checksum: reading a chunk whose file was modified
         after this time fails. Icechunk keeps whole seconds, so it is rounded up to one.
@@ -117,12 +125,8 @@ def to_icechunk(
         The group exists (mode `"w-"`) or does not (mode `"r+"`).
     """
     _check_store(store)
-    if region is not None:
-        raise UnsupportedFeatureError(
-            "to_icechunk(region=...) is not supported: write whole arrays (mode='w' or 'a') or "
-            "append along a dimension with append_dim"
-        )
-    open_mode = _resolve_mode(mode, append_dim)
+    region = _check_region(region, ds, mode, append_dim)
+    open_mode = _resolve_mode(mode, append_dim) if region is None else "r+"
     if append_dim is not None and append_dim not in ds.dims:
         raise IncompatibleArraysError(
             f"append_dim {append_dim!r} is not a dimension of the dataset "
@@ -144,6 +148,7 @@ def to_icechunk(
         prefix="/".join(p for p in (group or "").split("/") if p),
         mode=open_mode,
         append_dim=append_dim,
+        region=region,
         checksum=_checksum(last_updated_at),
     )
     session = store.session
@@ -179,6 +184,29 @@ def _resolve_mode(mode: Mode | None, append_dim: str | None) -> Mode:
             raise ValueError(f"mode={mode!r} replaces the group; append_dim needs 'a' or 'r+'")
         return mode or "a"
     return mode or "w-"
+
+
+def _check_region(
+    region: object, ds: xr.Dataset, mode: Mode | None, append_dim: str | None
+) -> dict[str, slice] | None:
+    if region is None:
+        return None
+    if not isinstance(region, Mapping) or not all(isinstance(v, slice) for v in region.values()):
+        raise UnsupportedFeatureError(
+            f"region must map dimension names to slices, e.g. {{'time': slice(0, 24)}}, not "
+            f"{region!r}"
+        )
+    if append_dim is not None:
+        raise ValueError("region and append_dim cannot be combined")
+    if mode not in (None, "r+", "a"):
+        raise ValueError(f"mode={mode!r} replaces the group; a region write needs 'r+' or None")
+    unknown = [d for d in region if d not in ds.dims]
+    if unknown:
+        raise IncompatibleArraysError(
+            f"region dimensions {unknown} are not dimensions of the dataset "
+            f"({', '.join(map(str, ds.dims))})"
+        )
+    return {str(k): v for k, v in region.items()}
 
 
 def _checksum(last_updated_at: datetime | None) -> datetime | None:
@@ -242,20 +270,6 @@ def _used_urls(manifest: ChunkManifest) -> list[str]:
 # -- the writer --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """What happens to one array: its node path, the `zarr.json` to write (None keeps the stored
-    one), whether the stored array is deleted first, and where its chunks go."""
-
-    name: str
-    key: str
-    array: ManifestArray
-    document: Json | None
-    delete: bool = False
-    chunk_offset: tuple[int, ...] | None = ()  # (): at the origin; None: no chunks written
-    value_region: tuple[slice, ...] | None = None  # loaded values appended through zarr
-
-
 class _Writer:
     def __init__(
         self,
@@ -264,12 +278,14 @@ class _Writer:
         prefix: str,
         mode: Mode,
         append_dim: str | None,
+        region: dict[str, slice] | None,
         checksum: datetime | None,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.mode = mode
         self.append_dim = append_dim
+        self.region = region
         self.checksum = checksum
 
     def key(self, name: str) -> str:
@@ -287,8 +303,9 @@ class _Writer:
             raise VcubeError(f"the group {self.prefix or '/'!r} does not exist (mode='r+')")
         stored = dict(zip(names, docs, strict=True))
         appending = self.append_dim is not None and stored_group is not None
-        if appending:
-            ds = _with_stored_encoding(ds, stored, loaded, self.append_dim)
+        if appending or self.region:
+            dims = set(self.region or ()) | ({self.append_dim} if self.append_dim else set())
+            ds = with_stored_encoding(ds, stored, loaded, dims)
         tree = ManifestGroup.from_virtual_dataset(ds)  # encodes loaded variables (sync zarr)
         steps = sync(self.plan_and_write(tree, stored_group, stored, loaded, appending))
         for step in steps:  # icechunk inserts the references of one call in Rust, GIL released
@@ -298,7 +315,7 @@ class _Writer:
     async def read_state(self, names: Sequence[str]) -> tuple[Json | None, list[Json | None]]:
         """The stored group document and the stored document of each of `names`."""
         await self.check_ancestors()
-        stored_group = await self.read_json(_metadata_key(self.prefix))
+        stored_group = await self.read_json(metadata_key(self.prefix))
         if stored_group is not None and stored_group.get("node_type") != "group":
             raise VcubeError(f"{self.prefix!r} is an array in the Icechunk store, not a group")
         return stored_group, await self.read_docs(names)
@@ -310,17 +327,23 @@ class _Writer:
         stored: dict[str, Json | None],
         loaded: set[str],
         appending: bool,
-    ) -> list[_Step]:
+    ) -> list[Step]:
         """Check everything, then write the metadata, loaded values and inline chunks; the steps
         whose references are still to be written are returned."""
         if appending:
             steps = await self.plan_append(tree, stored, loaded)
+        elif self.region is not None:
+            region = self.region
+            steps = [
+                region_step(n, self.key(n), a, stored[n], region, loaded=n in loaded)
+                for n, a in tree.arrays.items()
+            ]
         elif self.mode == "r+":
             steps = [self.plan_rewrite(n, a, stored[n]) for n, a in tree.arrays.items()]
         else:
             fresh = self.mode == "w" or stored_group is None
             steps = [
-                _Step(n, self.key(n), a, _document(a), delete=not fresh and stored[n] is not None)
+                Step(n, self.key(n), a, document(a), delete=not fresh and stored[n] is not None)
                 for n, a in tree.arrays.items()
             ]
         # -- every check passed: write --
@@ -328,10 +351,10 @@ class _Writer:
             await self.store.delete_dir(self.prefix)
         if stored_group is None or self.mode == "w":
             await self.create_ancestors()
-            await self.write_json(_metadata_key(self.prefix), _group_document(tree.attributes))
-        elif self.mode == "a" and not appending:
+            await self.write_json(metadata_key(self.prefix), group_document(tree.attributes))
+        elif self.mode == "a" and not appending and self.region is None:
             merged = {**stored_group.get("attributes", {}), **tree.attributes}
-            await self.write_json(_metadata_key(self.prefix), _group_document(merged))
+            await self.write_json(metadata_key(self.prefix), group_document(merged))
         source = ManifestStore(tree)
         await asyncio.gather(*(self.apply(step, source) for step in steps))
         return steps
@@ -340,7 +363,7 @@ class _Writer:
 
     async def plan_append(
         self, tree: ManifestGroup, stored: dict[str, Json | None], loaded: set[str]
-    ) -> list[_Step]:
+    ) -> list[Step]:
         assert self.append_dim is not None
         dim = self.append_dim
         steps = []
@@ -349,10 +372,12 @@ class _Writer:
             dims = array.info.dimension_names or ()
             if dim not in dims:
                 if doc is None:
-                    steps.append(_Step(name, key, array, _document(array)))
+                    steps.append(Step(name, key, array, document(array)))
                     continue
-                new = _document(array)
-                difference = _difference(new, doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names"))
+                new = document(array)
+                difference = first_difference(
+                    new, doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names")
+                )
                 # Loaded values are compared; virtual ones cannot be without reading the files
                 # (their references name other files), so their metadata must do.
                 same = name not in loaded or await self.same_values(key, array.manifest)
@@ -363,29 +388,29 @@ class _Writer:
                         f"variable {name!r} has no dimension {dim!r}, so appending leaves it "
                         f"unchanged, but it differs from the stored one: {difference}"
                     )
-                steps.append(_Step(name, key, array, None, chunk_offset=None))
+                steps.append(Step(name, key, array, None, chunk_offset=None))
                 continue
             if doc is None:
                 raise IncompatibleArraysError(
                     f"cannot append variable {name!r} along {dim!r}: the group "
                     f"{self.prefix or '/'!r} has no such array (write it without append_dim)"
                 )
-            steps.append(_append_step(name, key, array, doc, dim, loaded=name in loaded))
+            steps.append(append_step(name, key, array, doc, dim, loaded=name in loaded))
         await self.check_stored_arrays_grow(set(tree.arrays))
         return steps
 
-    def plan_rewrite(self, name: str, array: ManifestArray, doc: Json | None) -> _Step:
+    def plan_rewrite(self, name: str, array: ManifestArray, doc: Json | None) -> Step:
         if doc is None:
             raise IncompatibleArraysError(f"variable {name!r} does not exist (mode='r+')")
-        difference = _difference(
-            _document(array), doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names")
+        difference = first_difference(
+            document(array), doc, keys=(*LAYOUT_KEYS, "shape", "dimension_names")
         )
         if difference is not None:
             raise IncompatibleArraysError(
                 f"mode='r+' rewrites references only, but variable {name!r} changes: "
                 f"{difference}; use mode='a' to replace the array"
             )
-        return _Step(name, self.key(name), array, doc, delete=True)
+        return Step(name, self.key(name), array, doc, delete=True)
 
     async def check_stored_arrays_grow(self, names: set[str]) -> None:
         """Every stored array along the append dimension must be appended to."""
@@ -402,17 +427,17 @@ class _Writer:
         """True when the stored chunks of a loaded (in-memory) array are its chunks, byte for
         byte (both encoded by the same encoder)."""
         present = np.argwhere(manifest.path_ids != MISSING).tolist()
-        stored = await asyncio.gather(*(self.read_bytes(_chunk_key(key, i)) for i in present))
+        stored = await asyncio.gather(*(self.read_bytes(chunk_key(key, i)) for i in present))
         new = [manifest.inline[int(manifest.offsets[tuple(i)])] for i in present]
         return stored == new
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def apply(self, step: _Step, source: ManifestStore) -> None:
+    async def apply(self, step: Step, source: ManifestStore) -> None:
         if step.delete:
             await self.store.delete_dir(step.key)
         if step.document is not None:
-            await self.write_json(_metadata_key(step.key), step.document)
+            await self.write_json(metadata_key(step.key), step.document)
         if step.value_region is not None:
             values = await _read_values(source, step.name)
             target = await zarr.api.asynchronous.open_array(
@@ -421,6 +446,8 @@ class _Writer:
             await target.setitem(step.value_region, values)
         elif step.chunk_offset is not None:
             await self.write_inline(step.key, step.array.manifest, step.chunk_offset)
+            if step.clear_missing:
+                await self.delete_missing(step.key, step.array.manifest, step.chunk_offset)
 
     def write_references(self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]) -> None:
         """All file references of one array in one bulk call, as numpy columns."""
@@ -453,30 +480,40 @@ class _Writer:
         await asyncio.gather(
             *(
                 self.store.set(
-                    _chunk_key(key, new),
+                    chunk_key(key, new),
                     prototype.buffer.from_bytes(manifest.inline[int(manifest.offsets[old])]),
                 )
                 for old, new in zip(map(tuple, inline.tolist()), shifted.tolist(), strict=True)
             )
         )
 
+    async def delete_missing(
+        self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]
+    ) -> None:
+        """Delete the stored chunks where the new manifest has none (they read as fill)."""
+        missing = np.argwhere(manifest.path_ids == MISSING)
+        if not len(missing):
+            return
+        shifted = missing + np.asarray(offset or (0,) * missing.shape[1], dtype=np.intp)
+        await asyncio.gather(*(self.store.delete(chunk_key(key, i)) for i in shifted.tolist()))
+
     async def check_ancestors(self) -> None:
         parts = self.prefix.split("/") if self.prefix else []
         for i in range(1, len(parts)):
-            doc = await self.read_json(_metadata_key("/".join(parts[:i])))
+            doc = await self.read_json(metadata_key("/".join(parts[:i])))
             if doc is not None and doc.get("node_type") != "group":
                 raise VcubeError(f"{'/'.join(parts[:i])!r} is an array, not a group")
 
     async def create_ancestors(self) -> None:
         parts = self.prefix.split("/") if self.prefix else []
         for i in range(len(parts)):
-            key = _metadata_key("/".join(parts[:i]))
+            key = metadata_key("/".join(parts[:i]))
             if await self.read_json(key) is None:
-                await self.write_json(key, _group_document({}))
+                await self.write_json(key, group_document({}))
 
     async def read_docs(self, names: Sequence[str]) -> list[Json | None]:
         return list(
-            await asyncio.gather(*(self.read_json(_metadata_key(self.key(n))) for n in names))
+            await asyncio.gather(*(self.read_json(metadata_key(self.key(n))) for n in names))
         )
 
     async def read_bytes(self, key: str) -> bytes | None:
@@ -495,125 +532,6 @@ class _Writer:
         await self.store.set(key, default_buffer_prototype().buffer.from_bytes(data))
 
 
-# -- append ------------------------------------------------------------------------------------
-
-
-def _append_step(
-    name: str, key: str, array: ManifestArray, doc: Json, dim: str, *, loaded: bool
-) -> _Step:
-    """The resized document and the chunk offset (or value region) of an appended array."""
-    new = _document(array)
-    dims = list(array.info.dimension_names or ())
-    axis = dims.index(dim)
-    stored_shape = [int(n) for n in doc["shape"]]
-    # Loaded values are written through zarr into the stored chunking; references must match it.
-    keys = ("data_type", "dimension_names") if loaded else (*LAYOUT_KEYS, "dimension_names")
-    difference = _difference(new, doc, keys=keys)
-    if difference is None and len(stored_shape) == array.ndim:
-        other = [
-            (n, s)
-            for i, (n, s) in enumerate(zip(array.shape, stored_shape, strict=True))
-            if i != axis
-        ]
-        if any(n != s for n, s in other):
-            difference = (
-                f"shape except along {dim!r}: stored {stored_shape}, new {list(array.shape)}"
-            )
-    if difference is None:
-        difference = _difference(
-            {"attributes": _cf(new["attributes"])},
-            {"attributes": _cf(doc["attributes"])},
-            keys=("attributes",),
-        )
-    if difference is not None:
-        raise IncompatibleArraysError(
-            f"cannot append variable {name!r} along {dim!r}: {difference}"
-        )
-    grown = list(stored_shape)
-    grown[axis] += array.shape[axis]
-    resized = {**doc, "shape": grown}
-    if loaded:
-        region = tuple(
-            slice(stored_shape[axis], grown[axis]) if i == axis else slice(None)
-            for i in range(array.ndim)
-        )
-        return _Step(name, key, array, resized, value_region=region)
-    chunk = int(array.chunks[axis])
-    if stored_shape[axis] % chunk:
-        raise IncompatibleArraysError(
-            f"cannot append variable {name!r} along {dim!r}: the stored array ends in a partial "
-            f"chunk (length {stored_shape[axis]}, chunks of {chunk}), so the new chunks would not "
-            f"start on a chunk boundary; references cannot be re-chunked"
-        )
-    offset = tuple(stored_shape[axis] // chunk if i == axis else 0 for i in range(array.ndim))
-    return _Step(name, key, array, resized, chunk_offset=offset)
-
-
-def _with_stored_encoding(
-    ds: xr.Dataset, stored: dict[str, Json | None], loaded: set[str], dim: str | None
-) -> xr.Dataset:
-    """`ds` whose loaded variables along `dim` are encoded as the stored arrays were (the same
-    time units, calendar, packing and dtype), as xarray's `to_zarr(append_dim=...)` does."""
-    ds = ds.copy()
-    for name in loaded:
-        doc = stored.get(name)
-        var = ds.variables[name]
-        if doc is None or dim not in var.dims:
-            continue
-        dtype = ArrayV3Metadata.from_dict(doc).data_type.to_native_dtype()
-        attrs = decode_attributes(doc.get("attributes", {}), dtype)
-        encoding = {k: attrs[k] for k in CF_KEYS if k in attrs and k not in var.attrs}
-        if dtype.kind not in "OTU":
-            encoding["dtype"] = dtype
-        var.encoding = {**var.encoding, **encoding}
-    return ds
-
-
 async def _read_values(source: ManifestStore, name: str) -> Any:
     array = await zarr.api.asynchronous.open_array(store=source, path=name, zarr_format=3)
     return await array.getitem(...)
-
-
-# -- documents ---------------------------------------------------------------------------------
-
-
-def _document(array: ManifestArray) -> Json:
-    """The array's `zarr.json` as strict JSON (NaN and infinities spelled as strings)."""
-    doc: Json = json.loads(json.dumps(strict_json(array.metadata.to_dict()), allow_nan=False))
-    return doc
-
-
-def _group_document(attributes: Mapping[str, Any]) -> Json:
-    return {"zarr_format": 3, "node_type": "group", "attributes": strict_json(dict(attributes))}
-
-
-def _difference(new: Json, stored: Json, *, keys: Sequence[str]) -> str | None:
-    """A description of the first of `keys` in which two `zarr.json` documents differ."""
-    for key in keys:
-        a, b = new.get(key), stored.get(key)
-        if _normal(a) != _normal(b):
-            return f"{key.replace('_', ' ')}: stored {b!r}, new {a!r}"
-    return None
-
-
-def _normal(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return [_normal(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _normal(v) for k, v in value.items() if v is not None}
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return value
-
-
-def _cf(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: attributes[k] for k in CF_KEYS if k in attributes}
-
-
-def _metadata_key(path: str) -> str:
-    return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
-
-
-def _chunk_key(path: str, index: Sequence[int]) -> str:
-    suffix = "/".join(["c", *map(str, index)])
-    return f"{path}/{suffix}" if path else suffix
