@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vcube.parsers.types import Parser
     from vcube.registry import ObjectStoreRegistry
 
-__all__ = ["detect_parser", "directory_format", "file_format", "read_head"]
+__all__ = ["detect_format", "detect_parser", "directory_format", "file_format", "read_head"]
 
 HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
 # An HDF5 superblock may follow a user block of 512, 1024, 2048... bytes.
@@ -47,9 +47,9 @@ PARSERS: Final = {
 TRIED: Final = ", ".join(PARSERS)
 
 
-def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
-    """The parser for the file (or Zarr / Kerchunk Parquet directory) at `url`, chosen by its
-    signature."""
+def detect_format(url: str, registry: ObjectStoreRegistry) -> tuple[str | None, bytes]:
+    """The format of the file (or Zarr / Kerchunk Parquet directory) at `url`, None when it is
+    not one vcube knows, and the file's first bytes (empty for a directory)."""
     store, path = registry.resolve(url)
     try:
         head = read_head(store, path)
@@ -57,15 +57,21 @@ def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
         name = directory_format(store, path, url)
         if name is None:
             raise translate_io_error(err, url) from err
+        return name, b""
     except Exception as err:
         raise translate_io_error(err, url) from err
-    else:
-        name = file_format(head)
-        if name is None:
-            raise UnsupportedFormatError(
-                f"{url}: unrecognized file format (first bytes {head[:8]!r}); formats tried: "
-                f"{TRIED}. Pass parser=... to choose one explicitly."
-            )
+    return file_format(head), head
+
+
+def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
+    """The parser for the file (or Zarr / Kerchunk Parquet directory) at `url`, chosen by its
+    signature."""
+    name, head = detect_format(url, registry)
+    if name is None:
+        raise UnsupportedFormatError(
+            f"{url}: unrecognized file format (first bytes {head[:8]!r}); formats tried: "
+            f"{TRIED}. Pass parser=... to choose one explicitly."
+        )
     module, _, cls = PARSERS[name].partition(":")
     parser: Parser = getattr(importlib.import_module(module), cls)()
     return parser

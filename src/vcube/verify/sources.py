@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from vcube.errors import UnsupportedFeatureError, UnsupportedFormatError
-from vcube.parsers.detect import directory_format, file_format, read_head
-from vcube.readers import translate_io_error
+from vcube.parsers.detect import detect_format, directory_format
 from vcube.verify.arrays import decoded
 
 if TYPE_CHECKING:
@@ -70,23 +69,11 @@ CHUNK_KEY: Final = re.compile(r"c|c(\.\d+)+|\d+(\.\d+)*")
 
 def open_source(url: str, registry: ObjectStoreRegistry, layout: Layout) -> Reader:
     """Open the file (or Zarr store) at `url` with its format's library."""
-    store, path = registry.resolve(url)
-    try:
-        head = read_head(store, path)
-    except FileNotFoundError as err:
-        name = directory_format(store, path, url)
-        if name is None:
-            raise translate_io_error(err, url) from err
-        head = b""
-    except Exception as err:
-        raise translate_io_error(err, url) from err
-    else:
-        name = file_format(head)
-        if name is None:
-            raise UnsupportedFormatError(
-                f"{url}: unrecognized file format (first bytes {head[:8]!r}); verify reads "
-                f"{READABLE}"
-            )
+    name, head = detect_format(url, registry)
+    if name is None:
+        raise UnsupportedFormatError(
+            f"{url}: unrecognized file format (first bytes {head[:8]!r}); verify reads {READABLE}"
+        )
     if name not in READERS:
         raise UnsupportedFeatureError(
             f"{url}: verify cannot compare with {name} files (it reads {READABLE}); pass the "
