@@ -267,7 +267,6 @@ def virtual_dataset(
     variables: dict[str, xr.Variable] = {
         name: _virtual_variable(array) for name, array in arrays.items() if name not in load
     }
-    loaded = _load(store, arrays, load, decode_times)
     coord_names = _coordinate_names(arrays)
     # Virtual coordinates get no index: an index would need their values.
     virtual_coords = {k: v for k, v in variables.items() if k in coord_names or v.dims == (k,)}
@@ -276,9 +275,12 @@ def virtual_dataset(
         coords=xr.Coordinates(virtual_coords, indexes={}),
         attrs=dict(group.attributes),
     )
-    if loaded.variables:
+    if load:
+        loaded = _load(store, arrays, load, decode_times)
         ds = xr.merge([ds, loaded], compat="override", join="exact", combine_attrs="override")
-    return ds.set_coords([c for c in coord_names if c in ds.variables])
+    # (set_coords copies every variable: only when some variable is not a coordinate yet)
+    promote = [c for c in coord_names if c in ds.variables and c not in ds.coords]
+    return ds.set_coords(promote) if promote else ds
 
 
 def _variables_to_load(
