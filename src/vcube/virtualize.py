@@ -13,7 +13,7 @@ from vcube.errors import VcubeError
 from vcube.ingest import SOURCES_KEY
 from vcube.registry import expand_urls
 from vcube.stores import ObjectStoreOptions, open_repository, registry_for
-from vcube.writers.icechunk import to_icechunk
+from vcube.writers.icechunk_commit import commit_in_batches
 from vcube.writers.kerchunk import to_kerchunk
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ def virtualize(
     output
         A Kerchunk JSON file, a Kerchunk Parquet directory, or an Icechunk repository (a path
         or ``s3://bucket/prefix``; created when missing, else its `branch` gets a new commit
-        that replaces the root group).
+        that replaces the root group; past a million references, a commit per batch of
+        variables, which bounds Icechunk's memory).
     format
         Inferred from `output`'s suffix when None.
     options
@@ -120,13 +121,16 @@ def virtualize(
     snapshot = None
     if fmt == "icechunk":
         repo = open_repository(output, options, sources=files)
-        session = repo.writable_session(branch)
-        to_icechunk(ds, session.store, mode="w")
         failed = {f.url for f in failures}
         sources = [f for f in files if f not in failed]
-        snapshot = session.commit(
-            f"vcube virtualize: {len(sources)} files", metadata={SOURCES_KEY: sources}
-        )
+        snapshot = commit_in_batches(
+            ds,
+            repo,
+            f"vcube virtualize: {len(sources)} files",
+            branch=branch,
+            metadata={SOURCES_KEY: sources},
+            mode="w",
+        )[-1]
     else:
         kind: Literal["json", "parquet"] = "json" if fmt == "kerchunk-json" else "parquet"
         to_kerchunk(ds, output, format=kind, registry=registry)

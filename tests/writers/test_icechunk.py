@@ -25,6 +25,7 @@ from vcube import HDFParser, IncompatibleArraysError, ObjectStoreRegistry
 from vcube.errors import ReadOnlyError, StoreNotFoundError, UnsupportedFeatureError, VcubeWarning
 from vcube.manifests.attrs import strict_json
 from vcube.writers.icechunk import to_icechunk
+from vcube.writers.icechunk_commit import commit_in_batches
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -505,3 +506,35 @@ def test_bad_regions_are_refused_and_write_nothing(
     with pytest.raises(ValueError, match="region and append_dim"):
         to_icechunk(vds, session.store, region=region, append_dim="time")
     assert not session.has_uncommitted_changes
+
+
+# -- commits in batches of variables --------------------------------------------------------
+
+
+def test_commit_in_batches_writes_everything_in_bounded_commits(tmp_path: Path) -> None:
+    paths = [time_file(tmp_path / f"f{i}.nc", 4 * i) for i in range(3)]
+    vds = virtual_concat(paths)
+    vds["air2"] = vds["air"].copy()  # two virtual variables of 6 references each
+    vds["air2"].attrs["long_name"] = "copy"
+    repo = repository(tmp_path / "repo", [local_container(tmp_path)])
+    snapshots = commit_in_batches(vds, repo, "three files", max_refs=6, metadata={"k": 1})
+    history = list(repo.ancestry(branch="main"))
+    assert [s.id for s in history[:2]] == snapshots[::-1]
+    assert [s.message for s in history] == [
+        "three files (adds air2)",
+        "three files",
+        "Repository initialized",
+    ]
+    assert history[1].metadata == {"k": 1}
+    expected = netcdf4_concat(paths)
+    expected["air2"] = expected["air"].copy()
+    expected["air2"].attrs["long_name"] = "copy"
+    xr.testing.assert_identical(read(repo), expected)
+    assert len(commit_in_batches(vds, repo, "again", max_refs=12, mode="w")) == 1
+
+
+def test_commit_in_batches_refuses_appends(tmp_path: Path) -> None:
+    repo = repository(tmp_path / "repo", [local_container(tmp_path)])
+    vds = vcube.open_virtual_dataset(time_file(tmp_path / "a.nc", 0))
+    with pytest.raises(UnsupportedFeatureError, match="append"):
+        commit_in_batches(vds, repo, "x", append_dim="time")
