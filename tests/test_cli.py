@@ -244,3 +244,22 @@ def test_virtualize_from_s3(
         repo.readonly_session("main").store, zarr_format=3, consolidated=False, chunks=None
     ).load()
     xr.testing.assert_identical(actual, expected(paths))
+
+
+def test_info_on_persisted_datacubes(tmp_path: Path) -> None:
+    archive(tmp_path / "data", 3)
+    files = str(tmp_path / "data" / "*.nc")
+    repo, refs = tmp_path / "cube.icechunk", tmp_path / "refs.json"
+    assert vcube("ingest", files, "--repo", str(repo), "--append-dim", "time").returncode == 0
+    assert vcube("virtualize", files, "-o", str(refs)).returncode == 0
+    result = vcube("info", str(repo))
+    assert result.returncode == 0, result.stderr
+    assert f"Icechunk repository {repo}, branch main" in result.stdout
+    assert "air (time: 3, lat: 73, lon: 144) float32: chunks=(1, 37, 72)" in result.stdout
+    assert "codecs=[bytes, numcodecs.shuffle, numcodecs.zlib] stored chunks=12" in result.stdout
+    result = vcube("info", str(refs))
+    assert result.returncode == 0, result.stderr
+    assert "air: chunks=(1, 37, 72) codecs=[bytes, numcodecs.shuffle, numcodecs.zlib]" in (
+        result.stdout
+    )
+    assert "references=12" in result.stdout

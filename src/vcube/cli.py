@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vcube.api import open_virtual_dataset
 from vcube.demo import run_demo
 from vcube.errors import VcubeError
+from vcube.info import describe
 from vcube.ingest import ingest as run_ingest
 from vcube.plan import plan
 from vcube.registry import expand_urls
@@ -260,16 +260,18 @@ def demo(
 
 
 @app.command()
-def info(url: Annotated[str, typer.Argument(help="A file path or URL.")]) -> None:
-    """Show the variables, chunk grids, codecs and references of one file."""
-    ds = open_virtual_dataset(url, loadable_variables=[])
-    typer.echo(str(ds))
-    for name, var in ds.variables.items():
-        data = var.data
-        codecs = ", ".join(c.to_dict()["name"] for c in getattr(data, "codecs", ()))
-        chunks = getattr(data, "chunks", None)
-        typer.echo(f"{name}: chunks={chunks} codecs=[{codecs}]")
-    typer.echo(f"references: {ds.vcube.nrefs}, in memory: {ds.vcube.nbytes:,} bytes")
+def info(
+    target: Annotated[
+        str, typer.Argument(help="A file, Kerchunk references or an Icechunk repository.")
+    ],
+    branch: Annotated[str, typer.Option(help="Icechunk branch.")] = "main",
+    endpoint: Endpoint = None,
+    region: Region = None,
+    anonymous: Anonymous = False,
+) -> None:
+    """Show variables, dimensions, chunk grids, codecs and references of a file or datacube."""
+    options = ObjectStoreOptions(endpoint, region, anonymous)
+    typer.echo(describe(target, options=options, branch=branch))
 
 
 def _combine(combine: Combine, concat_dim: str | None) -> dict[str, Any]:

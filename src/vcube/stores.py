@@ -88,7 +88,13 @@ def repository_exists(location: str, options: ObjectStoreOptions) -> bool:
     """Whether an Icechunk repository exists at `location`."""
     import icechunk as ic
 
-    return bool(ic.Repository.exists(_storage(location, options)))
+    path = local_path(normalize_url(location))
+    if path is not None and not Path(path).is_dir():
+        return False
+    try:
+        return bool(ic.Repository.exists(_storage(location, options)))
+    except (ic.IcechunkError, StoreNotFoundError, VcubeError):
+        return False
 
 
 def open_repository(
