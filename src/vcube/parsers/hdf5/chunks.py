@@ -1,0 +1,178 @@
+"""Chunk manifests: from HDF5's chunk index (`chunk_iter`), or one chunk for contiguous and
+compact datasets; chunks stored with filters skipped are held re-encoded inline."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from h5py import h5d
+
+from vcube.errors import NotVirtualizableError
+from vcube.manifests import ChunkManifest
+from vcube.manifests.array_api import grid_shape
+from vcube.manifests.inline import encode_chunks
+from vcube.manifests.manifest import MISSING
+
+if TYPE_CHECKING:
+    from vcube.manifests.metadata import ArrayInfo
+    from vcube.parsers.hdf5.layout import Layout
+    from vcube.parsers.hdf5.parser import HDFParser
+
+__all__ = ["chunked_manifest", "reencode", "single_chunk_manifest"]
+
+
+# Chunk grids up to this many chunks are checked for the common layout (complete, in C order)
+# before any index arithmetic.
+SMALL_GRID = 1024
+
+
+def chunked_manifest(
+    v: Layout, chunks: tuple[int, ...]
+) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
+    """The manifest from HDF5's chunk index, and the chunks stored with some filters skipped."""
+    grid = grid_shape(v.shape, chunks)
+    infos: list[Any] = []
+    if math.prod(v.stored):
+        v.dsid.chunk_iter(infos.append)
+    if not infos:
+        return ChunkManifest.empty(grid), []
+    starts, masks, byte_offsets, sizes = zip(*infos, strict=True)
+    offsets = np.array(byte_offsets, dtype=np.uint64)
+    lengths = np.array(sizes, dtype=np.uint64)
+    if _is_complete(starts, grid, grid_shape(v.stored, chunks), chunks):
+        # Every chunk written and listed in C order: the columns are the lists as they come.
+        path_ids = np.zeros(grid, dtype=np.int32)
+        offsets, lengths = offsets.reshape(grid), lengths.reshape(grid)
+        skipped = [
+            tuple(i // c for i, c in zip(start, chunks, strict=True))
+            for start, mask in zip(starts, masks, strict=True)
+            if mask
+        ]
+    else:
+        path_ids, offsets, lengths, skipped = _scattered(
+            starts, masks, offsets, lengths, grid, v.stored, chunks
+        )
+    manifest = ChunkManifest(paths=(v.url,), path_ids=path_ids, offsets=offsets, lengths=lengths)
+    return manifest, skipped
+
+
+def _is_complete(
+    starts: tuple[tuple[int, ...], ...],
+    grid: tuple[int, ...],
+    stored_grid: tuple[int, ...],
+    chunks: tuple[int, ...],
+) -> bool:
+    """Whether the chunks at `starts` fill the whole grid in C order (the order in which HDF5
+    lists a fully written dataset's chunks); only small grids are checked, where this costs far
+    less than computing each chunk's position."""
+    return (
+        len(starts) == math.prod(grid) <= SMALL_GRID
+        and grid == stored_grid
+        and starts == _c_order_starts(grid, chunks)
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _c_order_starts(grid: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The offsets of every chunk of a grid, in C order."""
+    axes = (range(0, n * c, c) for n, c in zip(grid, chunks, strict=True))
+    return tuple(itertools.product(*axes))
+
+
+def _scattered(
+    starts: tuple[tuple[int, ...], ...],
+    masks: tuple[int, ...],
+    offsets: np.ndarray[Any, Any],
+    lengths: np.ndarray[Any, Any],
+    grid: tuple[int, ...],
+    stored: tuple[int, ...],
+    chunks: tuple[int, ...],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], list[tuple[int, ...]]]:
+    """Manifest columns with each chunk placed at its grid position (chunks in any order, some
+    missing), and the chunks stored with some filters skipped."""
+    # Flattened first: numpy converts a flat sequence of ints far faster than nested tuples.
+    flat_starts = itertools.chain.from_iterable(starts)
+    index = np.fromiter(flat_starts, dtype=np.int64, count=len(starts) * len(grid))
+    index = index.reshape(len(starts), len(grid)) // np.array(chunks, dtype=np.int64)
+    mask_column = np.array(masks, dtype=np.int64)
+    # Chunks past the current extent (a dataset shrunk after writing) hold no visible data.
+    inside = (index < np.array(grid_shape(stored, chunks))).all(axis=1)
+    if not inside.all():
+        index, offsets, lengths = index[inside], offsets[inside], lengths[inside]
+        mask_column = mask_column[inside]
+    flat = np.asarray(np.ravel_multi_index(tuple(index.T), grid))
+    path_ids = np.full(math.prod(grid), MISSING, dtype=np.int32)
+    path_ids[flat] = 0
+    skipped = [tuple(int(i) for i in row) for row in index[mask_column != 0]]
+    return (
+        path_ids.reshape(grid),
+        _scatter(grid, flat, offsets),
+        _scatter(grid, flat, lengths),
+        skipped,
+    )
+
+
+def _scatter(
+    grid: tuple[int, ...], flat: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    out = np.zeros(math.prod(grid), dtype=np.uint64)
+    out[flat] = values
+    return out.reshape(grid)
+
+
+def reencode(
+    v: Layout,
+    info: ArrayInfo,
+    manifest: ChunkManifest,
+    skipped: list[tuple[int, ...]],
+    parser: HDFParser,
+) -> ChunkManifest:
+    """Chunks HDF5 stored with an optional filter skipped (e.g. blosc on incompressible data)
+    cannot be decoded by the array's codecs: read their values and hold them re-encoded inline."""
+    ds, chunks = v.dataset(), info.chunks
+    nbytes = len(skipped) * int(np.prod(chunks)) * ds.dtype.itemsize
+    if nbytes > parser.max_load_bytes:
+        raise NotVirtualizableError(
+            f"{v.url}: variable {v.name!r} has {len(skipped)} chunks stored with some filters "
+            f"skipped (first at chunk {skipped[0]}); holding them re-encoded in memory needs "
+            f"{nbytes} bytes, more than max_load_bytes={parser.max_load_bytes}"
+        )
+    fill, dtype = info.fill_value, info.dtype
+
+    def block(index: tuple[int, ...]) -> np.ndarray[Any, Any]:
+        sel = tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, chunks, v.stored, strict=True)
+        )
+        out = np.full(chunks, fill, dtype=dtype)
+        out[tuple(slice(0, s.stop - s.start) for s in sel)] = ds[sel]
+        return out
+
+    encoded = encode_chunks(info, (block(i) for i in skipped))
+    return manifest.with_inline(skipped, encoded)
+
+
+def single_chunk_manifest(
+    v: Layout, chunks: tuple[int, ...], dtype: np.dtype[Any], layout: int
+) -> ChunkManifest:
+    """Chunk 0 holds the stored array; any chunks beyond it (the variable is longer than what
+    was written) are missing."""
+    manifest = ChunkManifest.empty(grid_shape(v.shape, chunks))
+    first = (0,) * len(v.shape)
+    if not math.prod(v.stored):
+        return manifest
+    if layout == h5d.COMPACT:
+        raw = np.ascontiguousarray(np.asarray(v.dataset()[()], dtype=dtype)).tobytes()
+        return manifest.with_inline([first], [raw])
+    offset = v.dsid.get_offset()
+    if offset is None:
+        return manifest
+    path_ids, offsets, lengths = manifest.path_ids, manifest.offsets, manifest.lengths
+    path_ids[first] = 0
+    offsets[first] = offset
+    lengths[first] = v.dsid.get_storage_size()
+    return ChunkManifest(paths=(v.url,), path_ids=path_ids, offsets=offsets, lengths=lengths)

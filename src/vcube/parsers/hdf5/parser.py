@@ -1,0 +1,102 @@
+"""`HDFParser` and the opening of a local or remote HDF5 file with h5py."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the blosc, zstd, lz4, bzip2 filters with HDF5)
+
+from vcube.errors import SourceNotFoundError, UnsupportedFormatError, VcubeError
+from vcube.manifests import ManifestStore
+from vcube.parsers.hdf5.walker import Walker
+from vcube.readers import ObjectReader, ReadOptions, ReadStats
+from vcube.registry import ObjectStoreRegistry, local_path, normalize_url
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+
+__all__ = ["HDFParser"]
+
+
+@dataclass(frozen=True)
+class HDFParser:
+    """Parse NetCDF4 / HDF5 files into a `ManifestStore`.
+
+    Parameters
+    ----------
+    group
+        Path of the group to open (default: the root group); its subgroups are kept.
+    drop_variables
+        Variables to leave out.
+    load_unsupported
+        Variables (or True for all) whose filters have no Zarr codec, to read at parse time into
+        inline chunks instead of raising `UnsupportedFeatureError`.
+    max_load_bytes
+        Refuse to load a variable larger than this.
+    read_options
+        How remote files are read (range requests, read-ahead blocks or whole file).
+    """
+
+    group: str | None = None
+    drop_variables: Collection[str] = ()
+    load_unsupported: bool | Collection[str] = False
+    max_load_bytes: int = 64 * 2**20
+    read_options: ReadOptions = field(default_factory=ReadOptions)
+    stats: ReadStats = field(default_factory=ReadStats, compare=False)
+    """Requests and bytes of every parse made with this parser (in this process)."""
+
+    def __call__(self, url: str, registry: ObjectStoreRegistry | None = None) -> ManifestStore:
+        url = normalize_url(url)
+        registry = registry or ObjectStoreRegistry()
+        stats = ReadStats()
+        with _open_hdf5(url, registry, self.read_options, stats) as file:
+            root = self._root(file, url)
+            group = Walker(self, url, file).group(root.id)
+        self.stats.merge(stats)
+        return ManifestStore(group, registry=registry, read_stats=stats)
+
+    def _root(self, file: h5py.File, url: str) -> h5py.Group:
+        if not self.group:
+            # The root group, not the File: the File's id has the file's creation properties,
+            # which would list the root's attributes by name instead of in creation order.
+            return file["/"]
+        node = file.get(self.group)
+        if not isinstance(node, h5py.Group):
+            groups = sorted(k for k, v in file.items() if isinstance(v, h5py.Group))
+            raise VcubeError(f"{url}: no group {self.group!r} (groups at the root: {groups})")
+        return node
+
+    def loads(self, name: str) -> bool:
+        if isinstance(self.load_unsupported, bool):
+            return self.load_unsupported
+        return name in self.load_unsupported
+
+
+@contextlib.contextmanager
+def _open_hdf5(
+    url: str, registry: ObjectStoreRegistry, options: ReadOptions, stats: ReadStats
+) -> Iterator[h5py.File]:
+    store, path, prefix = registry.resolve_with_prefix(url)
+    local = local_path(url)
+    try:
+        if local is not None and prefix is None:
+            file = h5py.File(local, "r")
+        else:
+            reader = ObjectReader(store, path, url=url, options=options, stats=stats)
+            file = h5py.File(reader, "r")
+    except VcubeError:
+        raise
+    except FileNotFoundError as err:
+        raise SourceNotFoundError(f"{url}: file not found") from err
+    except OSError as err:
+        raise UnsupportedFormatError(f"{url}: not a readable HDF5/NetCDF4 file ({err})") from err
+    with file:
+        try:
+            yield file
+        except VcubeError:
+            raise  # already names the file; transient ones must stay retryable
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise UnsupportedFormatError(f"{url}: corrupt or truncated HDF5 file ({err})") from err
