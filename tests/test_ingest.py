@@ -189,3 +189,65 @@ def test_repository_on_s3(
     store = open_repository(repo, options).readonly_session("main").store
     actual = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
     xr.testing.assert_identical(actual, expected(paths))
+
+
+def test_ingest_after_virtualize_counts_only_what_the_last_replace_holds(tmp_path: Path) -> None:
+    from vcube.virtualize import virtualize
+
+    paths = write_sample_archive(tmp_path, 4)
+    repo = str(tmp_path / "cube.icechunk")
+    virtualize(paths, repo, combine="nested", concat_dim="time")
+    virtualize(paths[:1], repo)  # replaces the whole group: only the first file is left
+    report = ingest(paths, repo, append_dim="time")
+    assert (report.skipped, report.ingested) == (1, 3)
+    xr.testing.assert_identical(read_repo(repo), expected(paths))
+
+
+def test_a_file_skipped_earlier_is_reported_not_blocking(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 5)
+    good = paths[2].read_bytes()
+    paths[2].write_bytes(good[:100])  # truncated: this run skips it
+    repo = str(tmp_path / "repo")
+    first = ingest(paths[:4], repo, append_dim="time", on_error="skip", batch_size=1)
+    assert [f.url for f in first.failures] == [normalize_url(paths[2])]
+    paths[2].write_bytes(good)
+    again = ingest(paths, repo, append_dim="time", on_error="skip")
+    assert again.ingested == 1  # the fifth file; the third cannot go in the middle any more
+    assert [f.url for f in again.failures] == [normalize_url(paths[2])]
+    assert "comes before files already committed" in again.failures[0].message
+    with pytest.raises(IncompatibleArraysError, match=r"T02\.nc comes before files already"):
+        ingest(paths, repo, append_dim="time")
+    kept = [p for i, p in enumerate(paths) if i != 2]
+    xr.testing.assert_identical(read_repo(repo), expected(kept))
+
+
+def test_batches_over_the_commit_limit_are_split_by_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vcube.ingest.MAX_REFS_PER_COMMIT", 40)  # 16 references per file
+    paths = write_sample_archive(tmp_path, 5)
+    repo = str(tmp_path / "repo")
+    report = ingest(paths, repo, append_dim="time", batch_size=5)
+    assert len(report.commits) == 3  # 80 references: 2 files + 3 (48, still over) -> 1 + 2
+    repository = open_repository(repo, ObjectStoreOptions())
+    held = [s.metadata["vcube_sources"] for s in repository.ancestry(branch="main")][:-1]
+    assert [len(s) for s in reversed(held)] == [2, 1, 2]
+    assert committed_sources(repository) == [normalize_url(p) for p in paths]
+    xr.testing.assert_identical(read_repo(repo), expected(paths))
+
+
+def test_a_new_branch_starts_from_main(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 2)
+    repo = str(tmp_path / "repo")
+    report = ingest(paths, repo, append_dim="time", branch="dev")
+    assert report.ingested == 2
+    repository = open_repository(repo, ObjectStoreOptions())
+    assert set(repository.list_branches()) == {"main", "dev"}
+    assert committed_sources(repository, "dev") == [normalize_url(p) for p in paths]
+    assert committed_sources(repository, "main") == []
+
+
+def test_files_that_do_not_join_along_the_dimension_are_named(tmp_path: Path) -> None:
+    paths = write_sample_archive(tmp_path, 2)
+    with pytest.raises(IncompatibleArraysError, match=r"T01\.nc cannot be joined along 'level'"):
+        ingest(paths, str(tmp_path / "repo"), append_dim="level")

@@ -40,9 +40,18 @@ if TYPE_CHECKING:
     from vcube.progress import Callback
     from vcube.registry import ObjectStoreRegistry
 
-__all__ = ["MAX_REFS_PER_COMMIT", "SOURCES_KEY", "IngestReport", "committed_sources", "ingest"]
+__all__ = [
+    "MAX_REFS_PER_COMMIT",
+    "REPLACES_KEY",
+    "SOURCES_KEY",
+    "IngestReport",
+    "committed_sources",
+    "ingest",
+]
 
 SOURCES_KEY: Final = "vcube_sources"
+# A commit that replaced the whole group: the sources of earlier commits are gone.
+REPLACES_KEY: Final = "vcube_replaces"
 # Icechunk warns past 50 million chunk references in one commit and cannot write many more
 # (icechunk/src/change_set.rs, NUM_CHUNKS_LIMIT); stay clearly below it.
 MAX_REFS_PER_COMMIT: Final = 40_000_000
@@ -71,11 +80,37 @@ class IngestReport:
 
 
 def committed_sources(repo: ic.Repository, branch: str = "main") -> list[str]:
-    """Source URLs committed to `branch` by `ingest`, oldest first."""
-    sources: list[str] = []
-    for snapshot in repo.ancestry(branch=branch):
-        sources[:0] = snapshot.metadata.get(SOURCES_KEY, ())
-    return sources
+    """Source URLs that `branch` holds, oldest first: those of the commits since the last one
+    that replaced the whole group (`vcube virtualize`), that one included."""
+    return _History(repo, branch).sources
+
+
+class _History:
+    """The sources a branch holds, brought up to date by reading only the newer commits."""
+
+    def __init__(self, repo: ic.Repository, branch: str) -> None:
+        self.repo, self.branch = repo, branch
+        self.tip: str | None = None
+        self.sources: list[str] = []
+        self.refresh()
+
+    def refresh(self) -> set[str]:
+        newer: list[list[str]] = []
+        replaced = False
+        tip = None
+        for snapshot in self.repo.ancestry(branch=self.branch):
+            tip = tip or snapshot.id
+            if snapshot.id == self.tip:
+                break
+            newer.append(list(snapshot.metadata.get(SOURCES_KEY, ())))
+            if snapshot.metadata.get(REPLACES_KEY):
+                replaced = True
+                break
+        if replaced:
+            self.sources = []
+        self.sources += [s for batch in reversed(newer) for s in batch]
+        self.tip = tip
+        return set(self.sources)
 
 
 def ingest(
@@ -126,16 +161,25 @@ def ingest(
     repository = open_repository(
         repo, options, sources=files, config=_new_repo_config(append_dim, split_size)
     )
-    done = set(committed_sources(repository, branch))
-    todo = [f for f in files if f not in done]
+    _ensure_branch(repository, branch, repo)
+    history = _History(repository, branch)
+    done = set(history.sources)
+    last = max((i for i, f in enumerate(files) if f in done), default=-1)
+    failures: list[TaskFailure] = [
+        _stranded(f, repo) for f in files[: max(last, 0)] if f not in done
+    ]
+    if failures and on_error == "raise":
+        raise IncompatibleArraysError(failures[0].message)
+    todo = [f for f in files[last + 1 :] if f not in done]
     bar = _progress(progress)
     executor, owned = get_executor(parallel, max_workers=max_workers)
     commits: list[str] = []
-    failures: list[TaskFailure] = []
     references = ingested = 0
     bar.on_start(len(todo))
+    queue = list(_batches(todo, batch_size))
     try:
-        for batch in _batches(todo, batch_size):
+        while queue:
+            batch = queue.pop(0)
             try:
                 ds = open_virtual_mfdataset(
                     batch,
@@ -152,16 +196,25 @@ def ingest(
             except NothingVirtualizedError as err:
                 failures += err.failures
                 continue
+            except VcubeError:
+                raise
+            except ValueError as err:  # xarray cannot combine them
+                raise IncompatibleArraysError(
+                    f"files {batch[0]} .. {batch[-1]} cannot be joined along {append_dim!r}: {err}"
+                ) from err
+            if ds.vcube.nrefs > MAX_REFS_PER_COMMIT and len(batch) > 1:
+                half = len(batch) // 2  # too many references for one commit: two smaller ones
+                queue[:0] = [batch[:half], batch[half:]]
+                continue
             report = ds.vcube.report
             failed = list(report.failures) if report else []
             failures += failed
-            succeeded = [u for u in batch if u not in {f.url for f in failed}]
-            for part, sources in _within_limit(ds, succeeded, append_dim):
-                snapshot = _commit(repository, branch, part, sources, append_dim, repo)
-                if snapshot is not None:
-                    commits.append(snapshot)
-                    ingested += len(sources)
-                    references += part.vcube.nrefs
+            sources = [u for u in batch if u not in {f.url for f in failed}]
+            snapshot = _commit(repository, history, ds, sources, append_dim, repo)
+            if snapshot is not None:
+                commits.append(snapshot)
+                ingested += len(sources)
+                references += ds.vcube.nrefs
     finally:
         bar.on_end()
         if owned:
@@ -199,30 +252,31 @@ def _batches(files: list[str], size: int) -> Iterator[list[str]]:
         yield list(batch)
 
 
-def _within_limit(
-    ds: xr.Dataset, sources: list[str], append_dim: str
-) -> Iterator[tuple[xr.Dataset, list[str]]]:
-    """The batch, or pieces of it along `append_dim` (whole files each) small enough for one
-    Icechunk commit."""
-    refs = ds.vcube.nrefs
-    if refs <= MAX_REFS_PER_COMMIT or len(sources) == 1:
-        yield ds, sources
+def _stranded(url: str, location: str) -> TaskFailure:
+    """A file left out of an earlier run that now comes before committed files."""
+    from vcube.parallel import TaskFailure
+
+    message = (
+        f"{url} comes before files already committed to {location}, so it cannot be appended "
+        f"in order (an earlier run failed on it or skipped it); ingest it into a new "
+        f"repository, or write it with to_icechunk(region=...)"
+    )
+    return TaskFailure(url, "IncompatibleArraysError", message, 0)
+
+
+def _ensure_branch(repo: ic.Repository, branch: str, location: str) -> None:
+    """`branch`, created from `main`'s tip when the repository does not have it yet."""
+    branches = repo.list_branches()
+    if branch in branches:
         return
-    per_file = ds.sizes[append_dim] // len(sources)
-    if per_file * len(sources) != ds.sizes[append_dim]:
-        raise VcubeError(
-            f"a batch of {len(sources)} files has {refs:,} references, over Icechunk's limit "
-            f"of {MAX_REFS_PER_COMMIT:,} per commit; use a smaller batch size"
-        )
-    files_per_part = max(1, len(sources) * MAX_REFS_PER_COMMIT // refs)
-    for first in range(0, len(sources), files_per_part):
-        part = slice(first * per_file, (first + files_per_part) * per_file)
-        yield ds.isel({append_dim: part}), sources[first : first + files_per_part]
+    if "main" not in branches:
+        raise VcubeError(f"{location}: no branch {branch!r} and no 'main' to start it from")
+    repo.create_branch(branch, repo.lookup_branch("main"))
 
 
 def _commit(
     repo: ic.Repository,
-    branch: str,
+    history: _History,
     ds: xr.Dataset,
     sources: list[str],
     append_dim: str,
@@ -233,7 +287,7 @@ def _commit(
 
     for _ in range(CONFLICT_RETRIES):
         with _local_lock(location):
-            done = set(committed_sources(repo, branch))
+            done = history.refresh()
             if all(s in done for s in sources):
                 return None  # a concurrent run committed this batch
             if any(s in done for s in sources):
@@ -241,7 +295,7 @@ def _commit(
                     f"{location}: another run committed part of this batch "
                     f"({', '.join(s for s in sources if s in done)}); run again to continue"
                 )
-            session = repo.writable_session(branch)
+            session = repo.writable_session(history.branch)
             _check_order(session.store, ds, append_dim, sources, location)
             to_icechunk(ds, session.store, append_dim=append_dim)
             message = f"vcube ingest: {len(sources)} files, {sources[0]} .. {sources[-1]}"
@@ -252,7 +306,9 @@ def _commit(
             except ic.ConflictError:
                 continue  # the branch moved: look again at what it holds
             return snapshot
-    raise VcubeError(f"{location}: branch {branch!r} kept changing under this run; try again")
+    raise VcubeError(
+        f"{location}: branch {history.branch!r} kept changing under this run; try again"
+    )
 
 
 def _check_order(

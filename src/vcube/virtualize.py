@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from vcube.api import open_virtual_mfdataset
 from vcube.errors import VcubeError
-from vcube.ingest import SOURCES_KEY
+from vcube.ingest import REPLACES_KEY, SOURCES_KEY
 from vcube.registry import expand_urls
 from vcube.stores import ObjectStoreOptions, open_repository, registry_for
 from vcube.writers.icechunk_commit import commit_in_batches
@@ -129,6 +129,7 @@ def virtualize(
             f"vcube virtualize: {len(sources)} files",
             branch=branch,
             metadata={SOURCES_KEY: sources},
+            first_metadata={REPLACES_KEY: True},
             mode="w",
         )[-1]
     else:

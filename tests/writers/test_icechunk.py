@@ -517,7 +517,9 @@ def test_commit_in_batches_writes_everything_in_bounded_commits(tmp_path: Path) 
     vds["air2"] = vds["air"].copy()  # two virtual variables of 6 references each
     vds["air2"].attrs["long_name"] = "copy"
     repo = repository(tmp_path / "repo", [local_container(tmp_path)])
-    snapshots = commit_in_batches(vds, repo, "three files", max_refs=6, metadata={"k": 1})
+    snapshots = commit_in_batches(
+        vds, repo, "three files", max_refs=6, metadata={"k": 1}, first_metadata={"f": 0}
+    )
     history = list(repo.ancestry(branch="main"))
     assert [s.id for s in history[:2]] == snapshots[::-1]
     assert [s.message for s in history] == [
@@ -525,7 +527,7 @@ def test_commit_in_batches_writes_everything_in_bounded_commits(tmp_path: Path) 
         "three files",
         "Repository initialized",
     ]
-    assert history[1].metadata == {"k": 1}
+    assert (history[0].metadata, history[1].metadata) == ({"k": 1}, {"f": 0})
     expected = netcdf4_concat(paths)
     expected["air2"] = expected["air"].copy()
     expected["air2"].attrs["long_name"] = "copy"

@@ -35,6 +35,7 @@ def commit_in_batches(
     *,
     branch: str = "main",
     metadata: dict[str, Any] | None = None,
+    first_metadata: dict[str, Any] | None = None,
     max_refs: int = DEFAULT_MAX_REFS,
     **to_icechunk_kwargs: Any,
 ) -> list[str]:
@@ -42,8 +43,11 @@ def commit_in_batches(
 
     Parameters
     ----------
-    message, metadata
-        Of the first commit; the message of a later one also says which variables it adds.
+    message
+        Of every commit; a later one also says which variables it adds.
+    metadata, first_metadata
+        Of the last commit, and of the first (the same one when there is one batch): what
+        describes the whole dataset belongs on the last, which exists only if all went well.
     max_refs
         References per commit (whole variables: a larger variable is a commit of its own).
     **to_icechunk_kwargs
@@ -64,7 +68,11 @@ def commit_in_batches(
         kwargs = to_icechunk_kwargs if i == 0 else {**to_icechunk_kwargs, "mode": "a"}
         to_icechunk(part, session.store, **kwargs)
         text = message if i == 0 else f"{message} (adds {', '.join(map(str, names))})"
-        snapshots.append(session.commit(text, metadata=metadata if i == 0 else None))
+        extra = {
+            **((first_metadata or {}) if i == 0 else {}),
+            **((metadata or {}) if i == len(batches) - 1 else {}),
+        }
+        snapshots.append(session.commit(text, metadata=extra or None))
     return snapshots
 
 
