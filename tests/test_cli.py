@@ -263,3 +263,33 @@ def test_info_on_persisted_datacubes(tmp_path: Path) -> None:
         result.stdout
     )
     assert "references=12" in result.stdout
+
+
+def test_errors_of_repositories_and_options_are_one_line(tmp_path: Path) -> None:
+    archive(tmp_path / "data", 2)
+    files = str(tmp_path / "data" / "*.nc")
+    repo = tmp_path / "cube.icechunk"
+    assert vcube("ingest", files, "--repo", str(repo), "--append-dim", "time").returncode == 0
+    a_file = str(tmp_path / "data" / "air_2024-01-01T00.nc")
+    for args, message in [
+        (("info", str(repo), "--branch", "nope"), "no branch 'nope' (branches: main)"),
+        (("verify", str(repo), "--branch", "nope"), "no branch 'nope'"),
+        (
+            ("ingest", files, "--repo", a_file, "--append-dim", "time"),
+            "is a file, not an Icechunk repository",
+        ),
+        (
+            ("ingest", files, "--repo", str(tmp_path / "r2"), "--append-dim", "level"),
+            "cannot be joined along 'level'",
+        ),
+    ]:
+        result = vcube(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("error: "), result.stderr
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    result = vcube(
+        "ingest", files, "--repo", "r", "--append-dim", "time", "--dry-run", "--memory-limit", "4i"
+    )
+    assert result.returncode == 2
+    assert "is not a size such as 4GiB" in result.stderr

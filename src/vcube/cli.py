@@ -334,7 +334,7 @@ def _quiet_icechunk() -> None:
     ic.set_logs_filter("error")
 
 
-SIZE = re.compile(r"\s*([0-9.]+)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
+SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*((?:[kmgt]i?)?b?)\s*", re.IGNORECASE)
 UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 
@@ -349,10 +349,16 @@ def parse_size(text: str) -> int:
 
 
 def main() -> None:
-    """Console entry point: vcube errors become a one-line message and exit code 1."""
+    """Console entry point: vcube's and Icechunk's errors become a one-line message and exit
+    code 1."""
     _quiet_icechunk()
     try:
         app()
     except VcubeError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except Exception as err:
+        if type(err).__module__.split(".")[0] != "icechunk":
+            raise
+        typer.echo(f"error: icechunk: {str(err).splitlines()[0]}", err=True)
         sys.exit(1)

@@ -9,6 +9,7 @@ import zarr
 from zarr.core.sync import sync
 
 from vcube.api import open_virtual_dataset
+from vcube.errors import VcubeError
 from vcube.manifests import ManifestArray
 from vcube.stores import ObjectStoreOptions, open_repository, registry_for, repository_exists
 
@@ -51,6 +52,9 @@ def _describe_virtual(ds: xr.Dataset) -> str:
 
 def _describe_repository(target: str, options: ObjectStoreOptions, branch: str) -> str:
     repo = open_repository(target, options)
+    branches = sorted(repo.list_branches())
+    if branch not in branches:
+        raise VcubeError(f"{target}: no branch {branch!r} (branches: {', '.join(branches)})")
     snapshot = next(iter(repo.ancestry(branch=branch)))
     session = repo.readonly_session(branch)
     root = zarr.open_group(session.store, mode="r", zarr_format=3)

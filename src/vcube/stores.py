@@ -109,6 +109,9 @@ def open_repository(
     directory of `sources` (saved in its config) and access to all its containers authorized."""
     import icechunk as ic
 
+    path = local_path(normalize_url(location))
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise VcubeError(f"{location}: is a file, not an Icechunk repository (a directory)")
     storage = _storage(location, options)
     exists = ic.Repository.exists(storage)
     if exists:
