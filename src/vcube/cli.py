@@ -82,7 +82,9 @@ DryRun = Annotated[
 ]
 MemoryLimit = Annotated[
     str | None,
-    typer.Option(help="Memory budget of one batch, e.g. 4GiB (default: a quarter of RAM)."),
+    typer.Option(
+        help="With --dry-run: memory budget of one batch, e.g. 4GiB (default: a quarter of RAM)."
+    ),
 ]
 Progress = Annotated[
     bool | None, typer.Option(help="Progress bar on stderr (default: when it is a terminal).")
@@ -99,7 +101,8 @@ def virtualize(
         Format | None, typer.Option(help="Output format (default: from the output's name).")
     ] = None,
     concat_dim: Annotated[
-        str | None, typer.Option(help="Dimension to concatenate along (nested combine).")
+        str | None,
+        typer.Option(help="Concatenate along this dimension in the order given (nested)."),
     ] = None,
     combine: Annotated[Combine, typer.Option(help="xarray's combine mode.")] = Combine.by_coords,
     parallel: ParallelOpt = Executor.serial,
