@@ -57,6 +57,9 @@ import numpy as np
 import xarray as xr
 
 import vcube.ingest
+from vcube.combine import (
+    NO_LOAD_COMBINE,  # spelled out for VirtualiZarr, whose defaults compare values
+)
 from vcube.demo import write_sample_archive
 from vcube.stores import ObjectStoreOptions, open_repository
 
@@ -71,15 +74,6 @@ CACHE = Path(tempfile.gettempdir()) / "vcube-bench-ingest"
 VARIABLES = ("air", "uwnd", "vwnd", "rhum")
 APPEND_DIM = "time"
 RESUME_TARGET_S = 2.0
-# What vcube combines with by default, spelled out for VirtualiZarr: its own defaults
-# (coords="different", compat="no_conflicts", join="outer") would compare coordinate values.
-NO_LOAD_COMBINE: dict[str, Any] = {
-    "coords": "minimal",
-    "compat": "override",
-    "data_vars": "minimal",
-    "join": "exact",
-    "combine_attrs": "override",
-}
 # vcube.ingest's functions whose time is a phase of a run: name -> label.
 PHASES = {
     "expand_urls": "list",

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from vcube.demo import NO_LOAD_COMBINE, write_sample_archive
+from vcube.combine import NO_LOAD_COMBINE
+from vcube.demo import write_sample_archive
 from vcube.ingest import committed_sources
 from vcube.stores import ObjectStoreOptions, open_repository
 

@@ -11,8 +11,8 @@ import pytest
 import xarray as xr
 
 import vcube
-from vcube.combine import combine
-from vcube.demo import NO_LOAD_COMBINE, write_sample_archive
+from vcube.combine import NO_LOAD_COMBINE, combine
+from vcube.demo import write_sample_archive
 from vcube.errors import IncompatibleArraysError
 from vcube.manifests import ManifestArray
 

@@ -20,8 +20,17 @@ import xarray as xr
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
-__all__ = ["combine"]
+__all__ = ["NO_LOAD_COMBINE", "combine"]
 
+# xarray's combine keywords that never load, compare or align the values of virtual variables.
+NO_LOAD_COMBINE: dict[str, Any] = {
+    "coords": "minimal",
+    "compat": "override",
+    "data_vars": "minimal",
+    "join": "exact",
+    "combine_attrs": "override",
+}
+# The keyword values the direct join gives the same result for (the first of each: the default).
 FAST_KEYWORDS = {
     "compat": ("override",),
     "coords": ("minimal",),

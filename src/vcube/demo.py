@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from vcube.combine import NO_LOAD_COMBINE
 from vcube.errors import VcubeError
 from vcube.ingest import ingest
 from vcube.stores import ObjectStoreOptions, open_repository
@@ -26,13 +26,6 @@ from vcube.verify import verify
 __all__ = ["DemoReport", "run_demo", "write_sample_archive"]
 
 START = datetime(2024, 1, 1)
-NO_LOAD_COMBINE: dict[str, Any] = {
-    "coords": "minimal",
-    "compat": "override",
-    "data_vars": "minimal",
-    "join": "exact",
-    "combine_attrs": "override",
-}
 
 
 @dataclass(frozen=True, slots=True)
