@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import xarray as xr
 import zarr.api.asynchronous
+from xarray.conventions import decode_cf_variable
 from zarr.core.sync import sync
 
 from vcube.combine import combine as combine_datasets
@@ -268,19 +269,19 @@ def virtual_dataset(
         name: _virtual_variable(array) for name, array in arrays.items() if name not in load
     }
     coord_names = _coordinate_names(arrays)
+    loaded = _load(store, arrays, load, decode_times)
     # Virtual coordinates get no index: an index would need their values.
     virtual_coords = {k: v for k, v in variables.items() if k in coord_names or v.dims == (k,)}
-    ds = xr.Dataset(
-        {k: v for k, v in variables.items() if k not in virtual_coords},
-        coords=xr.Coordinates(virtual_coords, indexes={}),
-        attrs=dict(group.attributes),
-    )
-    if load:
-        loaded = _load(store, arrays, load, decode_times)
-        ds = xr.merge([ds, loaded], compat="override", join="exact", combine_attrs="override")
-    # (set_coords copies every variable: only when some variable is not a coordinate yet)
-    promote = [c for c in coord_names if c in ds.variables and c not in ds.coords]
-    return ds.set_coords(promote) if promote else ds
+    loaded_coords = {k: v for k, v in loaded.items() if k in coord_names or v.dims == (k,)}
+    data_vars = {
+        k: v
+        for k, v in (variables | loaded).items()
+        if k not in virtual_coords and k not in loaded_coords
+    }
+    # Loaded dimension coordinates get xarray's default index; virtual ones none.
+    indexes = xr.Coordinates(loaded_coords).xindexes if loaded_coords else {}
+    coords = xr.Coordinates(virtual_coords | loaded_coords, indexes=indexes)
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attributes))
 
 
 def _variables_to_load(
@@ -298,25 +299,21 @@ def _load(
     arrays: dict[str, ManifestArray],
     load: set[str],
     decode_times: bool | None,
-) -> xr.Dataset:
+) -> dict[str, xr.Variable]:
     """Read the raw values of `load` through the store (one batch of concurrent reads) and decode
-    them with xarray's CF decoding, as `xr.open_dataset` would."""
+    each with xarray's CF decoding, as `xr.open_dataset` would."""
     if not load:
-        return xr.Dataset()
+        return {}
     names = sorted(load)
     values = sync(_read_arrays(store, names))
-    raw = xr.Dataset(
-        {
-            name: xr.Variable(
-                _dims(arrays[name]),
-                value,
-                attrs=decode_attributes(arrays[name].info.attributes, arrays[name].dtype),
-            )
-            for name, value in zip(names, values, strict=True)
-        }
-    )
     kwargs: dict[str, Any] = {} if decode_times is None else {"decode_times": decode_times}
-    return xr.decode_cf(raw, **kwargs)
+    decoded = {}
+    for name, value in zip(names, values, strict=True):
+        array = arrays[name]
+        attrs = decode_attributes(array.info.attributes, array.dtype)
+        raw = xr.Variable(_dims(array), value, attrs=attrs)
+        decoded[name] = decode_cf_variable(name, raw, **kwargs)
+    return decoded
 
 
 async def _read_arrays(store: ManifestStore, names: list[str]) -> list[Any]:
