@@ -6,8 +6,9 @@ a lithops function; results come back in input order, whatever order they finish
 
 from __future__ import annotations
 
+import os
 import warnings
-from concurrent.futures import as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from vcube.registry import ObjectStoreRegistry
 
 __all__ = ["READ_STATS_KEY", "MapReport", "Outcome", "PartialFailureWarning", "Task", "run_tasks"]
+
+MAX_BATCH = 32  # files per job of a process pool
 
 READ_STATS_KEY = "vcube_read_stats"  # where open_virtual_dataset leaves what a parse fetched
 
@@ -93,6 +96,20 @@ def _run(task: Task) -> Outcome:
     return task()
 
 
+def _run_batch(tasks: Sequence[Task]) -> list[Outcome]:
+    return [task() for task in tasks]
+
+
+def _batch_size(executor: Executor, n: int) -> int:
+    """Tasks per job: a process pool pays ~1.5 ms of the parent's time per job, which on a small
+    machine takes a core from the workers, so its jobs hold several files (still at least eight
+    jobs per worker, for balance and progress). Other executors run one file per job."""
+    if not isinstance(executor, ProcessPoolExecutor):
+        return 1
+    workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
+    return max(1, min(MAX_BATCH, n // (workers * 8)))
+
+
 def run_tasks(
     tasks: Sequence[Task], executor: Executor, *, on_error: OnError, progress: Callback
 ) -> tuple[list[xr.Dataset], MapReport]:
@@ -114,9 +131,12 @@ def run_tasks(
             for outcome in executor.map(_run, tasks):
                 done(outcome)
         else:
-            futures = {executor.submit(_run, task): task for task in tasks}
+            size = _batch_size(executor, len(tasks))
+            batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+            futures = {executor.submit(_run_batch, batch): batch for batch in batches}
             for future in as_completed(futures):
-                done(_outcome(future, futures[future]))
+                for outcome in _outcomes(future, futures[future]):
+                    done(outcome)
     finally:
         progress.on_end()
     outcomes.sort(key=lambda o: o.index)
@@ -152,12 +172,12 @@ def _handle_failures(report: MapReport, on_error: OnError) -> None:
         )
 
 
-def _outcome(future: Future[Outcome], task: Task) -> Outcome:
-    """The task's outcome, or a failure naming its file when the worker itself was lost."""
+def _outcomes(future: Future[list[Outcome]], batch: Sequence[Task]) -> list[Outcome]:
+    """The batch's outcomes, or failures naming its files when the worker itself was lost."""
     try:
         return future.result()
-    except Exception as err:  # noqa: BLE001  (a lost worker, reported with the file's URL)
-        return Outcome(task.index, task.url, None, _failure(task.url, err, 1), 1)
+    except Exception as err:  # noqa: BLE001  (a lost worker, reported with the files' URLs)
+        return [Outcome(t.index, t.url, None, _failure(t.url, err, 1), 1) for t in batch]
 
 
 def _failure(url: str, err: BaseException, attempts: int) -> TaskFailure:
