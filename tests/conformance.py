@@ -48,7 +48,8 @@ def read_store(store: Any, *, group: str | None = None) -> xr.Dataset:
     ).load()
 
 
-def read_kerchunk(refs: dict[str, Any]) -> xr.Dataset:
+def read_kerchunk(refs: dict[str, Any], *, decode: bool = False) -> xr.Dataset:
+    """Kerchunk references read by fsspec and xarray: raw values, or CF-decoded ones."""
     return xr.open_dataset(
         "reference://",
         engine="zarr",
@@ -56,7 +57,7 @@ def read_kerchunk(refs: dict[str, Any]) -> xr.Dataset:
         consolidated=False,
         storage_options={"fo": refs},
         chunks=None,
-        **RAW,
+        **({} if decode else RAW),
     ).load()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +18,7 @@ import tifffile
 import zarr
 from astropy.io import fits
 from conformance import icechunk_repo
+from docs_examples import run_docs
 from kerchunk.combine import MultiZarrToZarr
 from kerchunk.hdf import SingleHdf5ToZarr
 from s3_server import REGION
@@ -476,14 +476,8 @@ def test_docs_example(
 ) -> None:
     """docs/verify.md, run as written with its settings pointed at a generated archive."""
     target = persist(virtual(archive), "json", tmp_path, urls(archive))
-    blocks = re.findall(r"^```python\n(.*?)^```", DOCS.read_text(), flags=re.MULTILINE | re.DOTALL)
-    code = "\n".join(blocks)
     settings = {"TARGET": repr(target), "FILES": repr(str(archive[0].parent / "day_0[01].nc"))}
-    for name, value in settings.items():
-        code, found = re.subn(rf"^{name} = .*$", f"{name} = {value}", code, flags=re.MULTILINE)
-        assert found == 1, name
-    namespace: dict[str, Any] = {}
-    exec(compile(code, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
+    namespace = run_docs("verify.md", settings)
     assert namespace["report"].ok
     assert namespace["subset"].ok
     assert "OK: every chunk checked is equal" in capsys.readouterr().out

@@ -5,7 +5,6 @@ astropy's scaled read, through the ManifestStore, Kerchunk and Icechunk."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,8 +15,10 @@ from conformance import (
     assert_conformant,
     assert_conformant_s3,
     icechunk_repo,
+    read_kerchunk,
     read_store,
 )
+from docs_examples import python_blocks, run_docs
 from numpy.dtypes import StringDType
 
 import vcube
@@ -37,6 +38,7 @@ from vcube.writers.kerchunk import to_kerchunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from s3_server import S3Server
 
@@ -297,14 +299,7 @@ def test_scaling_applied_once_through_kerchunk_and_icechunk(tmp_path: Path) -> N
     for file, check in ((path, assert_scaled_once), (unsigned, assert_unsigned)):
         vds = vcube.open_virtual_dataset(file)
         refs = to_kerchunk(vds)
-        kerchunk = xr.open_dataset(
-            "reference://",
-            engine="zarr",
-            zarr_format=2,
-            consolidated=False,
-            storage_options={"fo": refs},
-            chunks=None,
-        ).load()
+        kerchunk = read_kerchunk(refs, decode=True)
         check(kerchunk, file)
         repo = icechunk_repo(data, tmp_path / f"repo-{file.stem}")
         session = repo.writable_session("main")
@@ -580,9 +575,6 @@ def test_trailing_zero_padding_is_ignored(tmp_path: Path) -> None:
 
 
 def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = Path(__file__).parents[2] / "docs" / "fits.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
-    assert len(blocks) == 2
+    assert len(python_blocks("fits.md")) == 2
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, str(doc), "exec"), {})  # noqa: S102 - our own documentation
+    run_docs("fits.md")

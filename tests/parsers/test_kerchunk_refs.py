@@ -9,7 +9,6 @@ import base64
 import json
 import re
 import shutil
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kerchunk.df
@@ -26,6 +25,7 @@ import xarray as xr
 import zarr
 from astropy.io import fits
 from conformance import RAW, assert_conformant, assert_conformant_s3, assert_same, read_store
+from docs_examples import run_docs
 from numpy.dtypes import StringDType
 from zarr.storage import LocalStore
 
@@ -38,6 +38,8 @@ from vcube.registry import ObjectStoreRegistry, normalize_url
 from vcube.writers.kerchunk import to_kerchunk
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from s3_server import S3Server
 
 
@@ -704,9 +706,5 @@ def test_manifest_store_serves_parsed_references_to_zarr(tmp_path: Path) -> None
 
 
 def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = Path(__file__).parents[2] / "docs" / "kerchunk-input.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
-    assert blocks
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, str(doc), "exec"), {})  # noqa: S102 - our own documentation
+    run_docs("kerchunk-input.md")

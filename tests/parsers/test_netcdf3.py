@@ -4,7 +4,6 @@ back through the references with plain xarray / zarr equal what netCDF4 and scip
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import icechunk as ic
@@ -13,7 +12,8 @@ import numpy as np
 import obstore
 import pytest
 import xarray as xr
-from conformance import assert_conformant, assert_conformant_s3
+from conformance import assert_conformant, assert_conformant_s3, read_kerchunk
+from docs_examples import run_docs
 from scipy.io import netcdf_file
 
 import vcube
@@ -27,6 +27,7 @@ from vcube.writers.kerchunk import to_kerchunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from s3_server import S3Server
 
@@ -271,17 +272,9 @@ def test_kerchunk_round_trip(fmt: str, tmp_path: Path) -> None:
     path = tmp_path / "x.nc"
     write_netcdf4(path, fmt)
     refs = to_kerchunk(vcube.open_virtual_dataset(path))
-    for kwargs in (RAW, {}):
-        actual = xr.open_dataset(
-            "reference://",
-            engine="zarr",
-            zarr_format=2,
-            consolidated=False,
-            storage_options={"fo": refs},
-            chunks=None,
-            **kwargs,
-        ).load()
-        xr.testing.assert_identical(actual, xr.open_dataset(path, **kwargs).load())
+    for decode in (False, True):
+        expected = xr.open_dataset(path, **({} if decode else RAW)).load()
+        xr.testing.assert_identical(read_kerchunk(refs, decode=decode), expected)
 
 
 @pytest.mark.parametrize("fmt", NETCDF4_FORMATS)
@@ -518,9 +511,5 @@ def test_empty_object_on_s3_raises_unsupported_format(s3_server: S3Server, s3_bu
 
 
 def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = Path(__file__).parents[2] / "docs" / "netcdf3.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
-    assert blocks
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, str(doc), "exec"), {})  # noqa: S102 - our own documentation
+    run_docs("netcdf3.md")

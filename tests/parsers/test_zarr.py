@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numcodecs
@@ -22,6 +21,7 @@ from conformance import (
     read_icechunk,
     read_store,
 )
+from docs_examples import run_docs
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ShardingCodec, ZstdCodec
 from zarr.dtype import VariableLengthBytes
 
@@ -33,6 +33,8 @@ from vcube.parsers.zarr import ZarrParser
 from vcube.registry import ObjectStoreRegistry, normalize_url
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from s3_server import S3Server
 
 # zarr warns that consolidated metadata is not (yet) part of the Zarr v3 specification.
@@ -662,9 +664,5 @@ def test_unsupported_v2_pipelines(
 
 
 def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = Path(__file__).parents[2] / "docs" / "zarr.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
-    assert blocks
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, str(doc), "exec"), {})  # noqa: S102 - our own documentation
+    run_docs("zarr.md")

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import textwrap
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import icechunk as ic
@@ -16,6 +13,7 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from docs_examples import run_docs
 from hdf5_files import NETCDF_CASES, write
 from parsers.test_hdf5 import RAW, assert_same_dtype, groups_of, is_packed
 from s3_server import REGION
@@ -29,10 +27,9 @@ from vcube.writers.icechunk_commit import commit_in_batches
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     from s3_server import S3Server
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "icechunk.md"
 
 
 # -- repositories -------------------------------------------------------------------------------
@@ -403,12 +400,6 @@ def test_last_updated_at_detects_a_modified_source(tmp_path: Path) -> None:
 # -- the documentation's workflow --------------------------------------------------------------
 
 
-def python_blocks(markdown: str) -> list[str]:
-    """The ```python blocks of a Markdown text, in order (indented ones dedented)."""
-    blocks = re.findall(r"^( *)```python\n(.*?)^\1```", markdown, flags=re.MULTILINE | re.DOTALL)
-    return [textwrap.dedent(code) for _, code in blocks]
-
-
 def test_docs_workflow(
     tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -426,18 +417,13 @@ def test_docs_workflow(
     remote = [time_file(tmp_path / f"2024-0{m}.nc", 4 * (m - 1), day=2) for m in (4, 5)]
     for path in remote:
         s3_server.upload(path, s3_bucket, f"era5/{path.name}")
-    code = "\n".join(python_blocks(DOCS.read_text(encoding="utf-8")))
     settings = {
         "DATA": f"Path({str(data)!r})",
         "BUCKET": repr(s3_bucket),
         "ENDPOINT": repr(s3_server.endpoint),
         "REPO": repr(str(tmp_path / "repo")),
     }
-    for name, value in settings.items():
-        code, found = re.subn(rf"^{name} = .*$", f"{name} = {value}", code, flags=re.MULTILINE)
-        assert found == 1, name
-    namespace: dict[str, Any] = {}
-    exec(compile(code, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
+    namespace = run_docs("icechunk.md", settings)
     xr.testing.assert_identical(namespace["ds"].load(), netcdf4_concat(local + remote))
 
 
