@@ -472,10 +472,7 @@ class _Writer:
         self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]
     ) -> None:
         """The in-memory chunks of one array as native chunks at their (shifted) chunk keys."""
-        inline = np.argwhere(manifest.path_ids == INLINE)
-        if not len(inline):
-            return
-        shifted = inline + np.asarray(offset or (0,) * inline.shape[1], dtype=np.intp)
+        inline, shifted = _positions(manifest, INLINE, offset)
         prototype = default_buffer_prototype()
         await asyncio.gather(
             *(
@@ -483,7 +480,7 @@ class _Writer:
                     chunk_key(key, new),
                     prototype.buffer.from_bytes(manifest.inline[int(manifest.offsets[old])]),
                 )
-                for old, new in zip(map(tuple, inline.tolist()), shifted.tolist(), strict=True)
+                for old, new in zip(map(tuple, inline), shifted, strict=True)
             )
         )
 
@@ -491,11 +488,8 @@ class _Writer:
         self, key: str, manifest: ChunkManifest, offset: tuple[int, ...]
     ) -> None:
         """Delete the stored chunks where the new manifest has none (they read as fill)."""
-        missing = np.argwhere(manifest.path_ids == MISSING)
-        if not len(missing):
-            return
-        shifted = missing + np.asarray(offset or (0,) * missing.shape[1], dtype=np.intp)
-        await asyncio.gather(*(self.store.delete(chunk_key(key, i)) for i in shifted.tolist()))
+        _, shifted = _positions(manifest, MISSING, offset)
+        await asyncio.gather(*(self.store.delete(chunk_key(key, i)) for i in shifted))
 
     async def check_ancestors(self) -> None:
         parts = self.prefix.split("/") if self.prefix else []
@@ -530,6 +524,15 @@ class _Writer:
     async def write_json(self, key: str, doc: Json) -> None:
         data = json.dumps(doc, allow_nan=False).encode()
         await self.store.set(key, default_buffer_prototype().buffer.from_bytes(data))
+
+
+def _positions(
+    manifest: ChunkManifest, path_id: int, offset: tuple[int, ...]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The chunk indices whose path id is `path_id`, and the same shifted by `offset`."""
+    found = np.argwhere(manifest.path_ids == path_id)
+    shifted = found + np.asarray(offset or (0,) * found.shape[1], dtype=np.intp)
+    return found.tolist(), shifted.tolist()
 
 
 async def _read_values(source: ManifestStore, name: str) -> Any:
