@@ -23,6 +23,7 @@ __all__ = ["detect_format", "detect_parser", "directory_format", "file_format", 
 HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
 # An HDF5 superblock may follow a user block of 512, 1024, 2048... bytes.
 HDF5_SIGNATURE_OFFSETS: Final = (0, 512, 1024, 2048, 4096)
+HEAD_BYTES: Final = max(HDF5_SIGNATURE_OFFSETS) + 8
 MAGIC: Final = {
     b"CDF\x01": "NetCDF3",
     b"CDF\x02": "NetCDF3",
@@ -78,9 +79,17 @@ def detect_parser(url: str, registry: ObjectStoreRegistry) -> Parser:
 
 
 def read_head(store: ObjectStore, path: str) -> bytes:
-    size = obstore.head(store, path)["size"]
-    length = min(size, max(HDF5_SIGNATURE_OFFSETS) + 8)
-    return bytes(obstore.get_range(store, path, start=0, length=length)) if length else b""
+    """The object's first bytes (enough for every signature) in one request; an empty object,
+    which has no byte range to read, costs a HEAD more."""
+    try:
+        result = obstore.get(store, path, options={"range": (0, HEAD_BYTES)})
+    except FileNotFoundError:
+        raise
+    except Exception:
+        if obstore.head(store, path)["size"] == 0:
+            return b""
+        raise
+    return bytes(result.bytes())
 
 
 def file_format(head: bytes) -> str | None:
