@@ -214,6 +214,7 @@ def test_a_file_skipped_earlier_is_reported_not_blocking(tmp_path: Path) -> None
     paths[2].write_bytes(good)
     again = ingest(paths, repo, append_dim="time", on_error="skip")
     assert again.ingested == 1  # the fifth file; the third cannot go in the middle any more
+    assert again.skipped == 3  # already committed; the stranded third is a failure, not these
     assert [f.url for f in again.failures] == [normalize_url(paths[2])]
     assert "comes before files already committed" in again.failures[0].message
     with pytest.raises(IncompatibleArraysError, match=r"T02\.nc comes before files already"):

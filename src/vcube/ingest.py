@@ -223,7 +223,7 @@ def ingest(
         repo=repo,
         branch=branch,
         files=len(files),
-        skipped=len(files) - len(todo),
+        skipped=sum(f in done for f in files),
         ingested=ingested,
         commits=tuple(commits),
         references=references,
