@@ -19,13 +19,9 @@ imported is reported and skipped; its columns show ``n/a``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
 import gc
 import importlib
-import importlib.metadata
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,11 +35,10 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import netCDF4
 import numpy as np
+from common import fmt, markdown_table, ratio, try_import, utc_stamp, versions, write_report
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-OUT_DIR = Path(__file__).resolve().parent / "out"
 
 # Corpus (a): 4 float32 variables on time x lat x lon, one chunk per time step.
 GRID_SHAPE = (24, 181, 360)
@@ -239,14 +234,6 @@ def make_vcube_opener(vcube: ModuleType) -> Opener:
     return open_vcube
 
 
-def try_import(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001 - any failure (even a half-written module) skips it
-        print(f"{name}: not importable ({type(exc).__name__}: {exc})")
-        return None
-
-
 def import_libraries() -> dict[str, ModuleType]:
     found = {name: try_import(name) for name in ("virtualizarr", "vcube")}
     return {name: module for name, module in found.items() if module is not None}
@@ -373,22 +360,6 @@ def run_manifests(libs: Iterable[str]) -> list[ManifestResult]:
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _ratio(num: float | None, den: float | None, spec: str = ".1f") -> str:
-    if num is None or den is None or den == 0:
-        return "n/a"
-    return f"{num / den:{spec}}x"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def timing_table(cases: Sequence[CaseResult]) -> str:
     header = ["case", "chunks/file", "floor ms", "virtualizarr ms", "vcube ms"]
     header += ["vz/floor", "vcube/floor", "vz/vcube"]
@@ -402,13 +373,13 @@ def timing_table(cases: Sequence[CaseResult]) -> str:
             [
                 case.case,
                 chunks,
-                *(_fmt(ms, ".2f") for ms in (floor, vz, vc)),
-                _ratio(vz, floor),
-                _ratio(vc, floor),
-                _ratio(vz, vc, ".2f"),
+                *(fmt(ms, ".2f") for ms in (floor, vz, vc)),
+                ratio(vz, floor),
+                ratio(vc, floor),
+                ratio(vz, vc, ".2f"),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def manifest_table(results: Sequence[ManifestResult]) -> str:
@@ -417,37 +388,28 @@ def manifest_table(results: Sequence[ManifestResult]) -> str:
         [
             r.library,
             f"{r.chunks:,}",
-            _fmt(r.build_s, ".3f"),
-            _fmt(r.nbytes_per_chunk),
-            _fmt(r.traced_peak_per_chunk),
-            _fmt(r.traced_retained_per_chunk),
+            fmt(r.build_s, ".3f"),
+            fmt(r.nbytes_per_chunk, ".1f"),
+            fmt(r.traced_peak_per_chunk, ".1f"),
+            fmt(r.traced_retained_per_chunk, ".1f"),
         ]
         for r in results
     ]
-    return _table(header, rows)
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("vcube", "virtualizarr", "h5py", "netCDF4", "numpy", "xarray", "zarr"):
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = "not installed"
-    found["hdf5"] = h5py.version.hdf5_version
-    return found
+    return markdown_table(header, rows)
 
 
 def write_json(
     settings: Settings, cases: Sequence[CaseResult], manifests: Sequence[ManifestResult]
 ) -> Path:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = OUT_DIR / f"bench_hdf5_parse-{stamp}.json"
+    stamp = utc_stamp()
+    libraries = ("vcube", "virtualizarr", "h5py", "netCDF4", "numpy", "xarray", "zarr")
     payload = {
         "timestamp": stamp,
         "settings": asdict(settings),
-        "versions": versions(),
+        "versions": {
+            **versions(libraries, with_platform=True),
+            "hdf5": h5py.version.hdf5_version,
+        },
         "cases": [
             {
                 "case": c.case,
@@ -461,8 +423,7 @@ def write_json(
         ],
         "manifests": [asdict(m) for m in manifests],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    return write_report("bench_hdf5_parse", payload, stamp)
 
 
 # --------------------------------------------------------------------------- main

@@ -28,7 +28,6 @@ written as JSON to ``benchmarks/out/``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -42,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import ROOT, disk_bytes, markdown_table, run_worker, write_report
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "benchmarks" / "out"
 DEFAULT_VZ_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 STEPS_PER_FILE = 10  # time steps per file; one chunk per step and x-block
@@ -230,7 +228,7 @@ def child(library: str, variables: int, files: int, split: bool) -> dict[str, An
             session.commit("benchmark")
             write_s, commit_s = written - start, time.perf_counter() - written
         cpu = cpu_s() - cpu_start
-        size = sum(p.stat().st_size for p in (directory / "repo").rglob("*") if p.is_file())
+        size = disk_bytes(directory / "repo")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return {
@@ -266,23 +264,21 @@ def run_once(python: str, library: str, variables: int, files: int, split: bool)
         )
     command = [python, __file__, "--child", library, str(variables), str(files), str(int(split))]
     result: dict[str, Any] = {"library": library, "split": split}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        result["error"] = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        print(f"  {library}: {result['error']}", file=sys.stderr)
+    found = run_worker(command, env=env)
+    if isinstance(found, str):
+        result["error"] = found
+        print(f"  {library}: {found}", file=sys.stderr)
         return result
-    result.update(json.loads(done.stdout.strip().splitlines()[-1]))
-    return result
+    return result | found
 
 
 def versions(python: str) -> dict[str, str]:
+    """Versions in the interpreter `python` (common.py is standard library only)."""
     code = (
-        "import importlib.metadata as m, json, sys\n"
-        "out = {'python': sys.version.split()[0]}\n"
-        "for n in ('icechunk', 'zarr', 'xarray', 'numpy', 'virtualizarr'):\n"
-        "    try: out[n] = m.version(n)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))"
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from common import versions\n"
+        "names = ('icechunk', 'zarr', 'xarray', 'numpy', 'virtualizarr')\n"
+        "print(json.dumps(versions(names, missing=None)))"
     )
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
     return json.loads(done.stdout) if done.returncode == 0 else {}
@@ -292,11 +288,11 @@ def table(results: list[dict[str, Any]], refs: int) -> str:
     header = ["library", "manifests", "write s", "commit s", "total s", "cpu s", "refs/s"]
     header += ["peak MB"]
     header += ["build MB", "repo MB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         split = f"split {SPLIT_REFS:,}" if r["split"] else "one per array"
         if "error" in r:
-            lines.append(f"| {r['library']} | {split} | " + " | ".join(["n/a"] * 8) + " |")
+            rows.append([r["library"], split, *["n/a"] * 8])
             continue
         cells = [
             r["library"],
@@ -310,8 +306,8 @@ def table(results: list[dict[str, Any]], refs: int) -> str:
             f"{r['build_mb']:,.0f}",
             f"{r['repo_bytes'] / 1e6:,.1f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def main() -> None:
@@ -346,9 +342,6 @@ def main() -> None:
         f"fastest of {args.repeats} runs\n"
     )
     print(table(results, refs))
-    OUT_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = OUT_DIR / f"bench_icechunk-{stamp}.json"
     report = {
         "refs": refs,
         "variables": args.variables,
@@ -357,7 +350,7 @@ def main() -> None:
         "versions": {"vcube": versions(sys.executable), "virtualizarr": versions(vz_python)},
         "results": results,
     }
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report("bench_icechunk", report)
     print(f"\nwritten to {out.relative_to(ROOT)}", file=sys.stderr)
 
 

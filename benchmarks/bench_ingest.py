@@ -34,13 +34,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import datetime as dt
 import functools
 import importlib
-import importlib.metadata
 import io
 import itertools
-import json
 import os
 import platform
 import pstats
@@ -55,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+from common import ROOT, disk_bytes, markdown_table, versions, write_report
 
 import vcube.ingest
 from vcube.combine import (
@@ -68,8 +66,6 @@ if TYPE_CHECKING:
 
     import icechunk as ic
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "benchmarks" / "out"
 CACHE = Path(tempfile.gettempdir()) / "vcube-bench-ingest"
 VARIABLES = ("air", "uwnd", "vwnd", "rhum")
 APPEND_DIM = "time"
@@ -111,7 +107,7 @@ def warm(paths: Sequence[Path]) -> None:
 
 
 def repo_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+    return disk_bytes(path) / 1e6
 
 
 # --------------------------------------------------------------------------- vcube
@@ -368,11 +364,12 @@ def phase_cells(result: dict[str, Any]) -> list[str]:
 def ingest_table(results: dict[str, dict[str, Any]], batch_size: int) -> str:
     header = ["tool", "files", "commits", "total s", "files/s", "parse+combine s", "write s"]
     header += ["commit s", "other s", "repo MB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for tool, r in results.items():
         cells = [tool, f"{r['files']:,}", str(r["commits"]), f"{r['seconds']:.1f}"]
         cells += [f"{r['files'] / r['seconds']:,.0f}", *phase_cells(r), f"{r['repo_mb']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = [markdown_table(header, rows)]
     ours, theirs = results.get("vcube"), results.get("virtualizarr")
     if ours and theirs:
         same = ours["files"] == theirs["files"]
@@ -389,28 +386,20 @@ def ingest_table(results: dict[str, dict[str, Any]], batch_size: int) -> str:
 
 
 def resume_table(in_process: dict[str, Any], cli: dict[str, Any] | None) -> str:
-    lines = ["| no-op resume | runs | best s | median s | target |", "|---|---|---|---|---|"]
+    rows = []
 
     def row(label: str, runs: list[float], target: bool) -> None:
         verdict = ("met" if min(runs) < RESUME_TARGET_S else "MISSED") if target else ""
         cells = [label, str(len(runs)), f"{min(runs):.2f}", f"{statistics.median(runs):.2f}"]
-        lines.append("| " + " | ".join([*cells, verdict]) + " |")
+        rows.append([*cells, verdict])
 
     row("in process (`ingest(...)`)", in_process["runs"], True)
     if cli is not None:
         row("CLI (`vcube ingest ...`, subprocess)", cli["runs"], True)
         row("CLI start-up floor (`vcube --help`)", cli["help_runs"], False)
     split = ", ".join(f"{k} {v:.3f} s" for k, v in in_process["phases"].items())
-    lines.append(f"\nin-process phases (best run): {split}")
-    return "\n".join(lines)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("vcube", "virtualizarr", "icechunk", "zarr", "xarray", "numpy", "netCDF4"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out[name] = importlib.metadata.version(name)
-    return out
+    header = ["no-op resume", "runs", "best s", "median s", "target"]
+    return f"{markdown_table(header, rows)}\n\nin-process phases (best run): {split}"
 
 
 # --------------------------------------------------------------------------- main
@@ -493,11 +482,9 @@ def main() -> None:
         print("\nprofile of the in-process no-op resume:\n", file=sys.stderr)
         print(report["profile"], file=sys.stderr)
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
-    report["versions"] = versions()
-    OUT_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = OUT_DIR / f"bench_ingest-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2))
+    libraries = ("vcube", "virtualizarr", "icechunk", "zarr", "xarray", "numpy", "netCDF4")
+    report["versions"] = versions(libraries, missing=None)
+    out = write_report("bench_ingest", report)
     print(f"\nwritten to {out.relative_to(ROOT)}", file=sys.stderr)
 
 

@@ -31,12 +31,9 @@ be imported is reported and its cases show ``n/a``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,11 +42,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from common import (
+    fmt,
+    markdown_table,
+    measure,
+    ratio,
+    run_worker,
+    version,
+    versions,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
 NFILES = 1000
 COLUMNS = 1000  # chunks along the second axis of the grid
 CHUNK = (1, 100)
@@ -157,20 +163,7 @@ def write_json(path: Path, nrefs: int) -> None:
 # -- one case, in a subprocess -------------------------------------------------------------------
 
 
-def rss_kb(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-        f.write("5")  # resets VmHWM to the current resident size
-
-
-def worker(library: str, fmt: str, path: Path) -> dict[str, Any]:
+def worker(library: str, kind: str, path: Path) -> dict[str, Any]:
     from xarray.namedarray.pycompat import array_type
 
     array_type("dask")  # xarray imports dask on its first duck array: not the parser's cost
@@ -178,7 +171,7 @@ def worker(library: str, fmt: str, path: Path) -> dict[str, Any]:
         import vcube
         from vcube.parsers.kerchunk import KerchunkJSONParser, KerchunkParquetParser
 
-        parser = KerchunkParquetParser() if fmt == "parquet" else KerchunkJSONParser()
+        parser = KerchunkParquetParser() if kind == "parquet" else KerchunkJSONParser()
 
         def open_() -> tuple[int, int]:
             ds = vcube.open_virtual_dataset(path, parser=parser, loadable_variables=[])
@@ -191,7 +184,7 @@ def worker(library: str, fmt: str, path: Path) -> dict[str, Any]:
         from virtualizarr.parsers import KerchunkJSONParser as VzJSON
         from virtualizarr.parsers import KerchunkParquetParser as VzParquet
 
-        vz_parser = VzParquet() if fmt == "parquet" else VzJSON()
+        vz_parser = VzParquet() if kind == "parquet" else VzJSON()
         registry = ObjectStoreRegistry({"file://": LocalStore()})
 
         def open_() -> tuple[int, int]:
@@ -201,50 +194,35 @@ def worker(library: str, fmt: str, path: Path) -> dict[str, Any]:
             manifest = ds["v"].data.manifest
             return int(np.count_nonzero(manifest._paths != "")), ds.vz.nbytes
 
-    before = rss_kb("VmRSS")
-    reset_peak_rss()
-    start = time.perf_counter()
-    found, nbytes = open_()
-    seconds = time.perf_counter() - start
-    peak = rss_kb("VmHWM")
+    (found, nbytes), seconds, peak_mb, above_mb = measure(open_)
     return {
         "seconds": seconds,
-        "peak_rss_mb": peak / 1024,
-        "parser_rss_mb": (peak - before) / 1024,
+        "peak_rss_mb": peak_mb,
+        "parser_rss_mb": above_mb,
         "refs_mb": nbytes / 1e6,
         "found_refs": found,
     }
 
 
 def run_case(case: str, inputs: dict[tuple[str, int], Path], timeout: float) -> Result:
-    library, fmt, size = case.split("-")
+    library, fmt_, size = case.split("-")
     nrefs = SIZES[size]
-    try:
-        importlib.metadata.version(library)
-    except importlib.metadata.PackageNotFoundError:
+    if version(library) is None:
         return Result(case, nrefs, error=f"{library}: not importable")
-    command = [sys.executable, __file__, "--worker", f"{library}-{fmt}"]
-    command += ["--path", str(inputs[fmt, nrefs])]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return Result(case, nrefs, error=f"timed out after {timeout:.0f} s")
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return Result(case, nrefs, error=f"failed: {last}")
-    return Result(case, nrefs, **json.loads(done.stdout.strip().splitlines()[-1]))
+    command = [sys.executable, __file__, "--worker", f"{library}-{fmt_}"]
+    command += ["--path", str(inputs[fmt_, nrefs])]
+    found = run_worker(command, timeout=timeout)
+    if isinstance(found, str):
+        return Result(case, nrefs, error=found)
+    return Result(case, nrefs, **found)
 
 
 # -- report --------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def table(results: Sequence[Result]) -> str:
     header = ["case", "refs", "open s", "refs/s", "peak RSS MB", "parser RSS MB", "refs MB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         cells = [
             r.case,
@@ -257,15 +235,15 @@ def table(results: Sequence[Result]) -> str:
         ]
         if r.error:
             cells[2] = r.error
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def ratios(results: Sequence[Result]) -> str:
     """VirtualiZarr / vcube for every input both libraries opened."""
     by_case = {r.case: r for r in results}
     header = ["input", "time vz/vcube", "parser RSS vz/vcube", "refs MB vz/vcube"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         _, fmt_, size = r.case.split("-")
         if not r.case.startswith("vcube-"):
@@ -273,34 +251,15 @@ def ratios(results: Sequence[Result]) -> str:
         vz = by_case.get(f"virtualizarr-{fmt_}-{size}")
         if vz is None or vz.seconds is None or r.seconds is None:
             continue
-        cells = [
-            f"{fmt_} {r.nrefs:,}",
-            f"{vz.seconds / r.seconds:.1f}x",
-            _ratio(vz.parser_rss_mb, r.parser_rss_mb),
-            _ratio(vz.refs_mb, r.refs_mb),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.1f}x" if a is not None and b else "n/a"
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pyarrow", "pandas", "xarray", "zarr", "fsspec", "kerchunk"):
-        out[name] = _version(name)
-    for name in LIBRARIES:
-        out[name] = _version(name)
-    return out
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not importable"
+        rows.append(
+            [
+                f"{fmt_} {r.nrefs:,}",
+                ratio(vz.seconds, r.seconds),
+                ratio(vz.parser_rss_mb, r.parser_rss_mb),
+                ratio(vz.refs_mb, r.refs_mb),
+            ]
+        )
+    return markdown_table(header, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,16 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     print()
     print(ratios(results))
-    OUT_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    libraries = ("numpy", "pyarrow", "pandas", "xarray", "zarr", "fsspec", "kerchunk")
     report = {
         "settings": {"quick": args.quick, "cases": cases, "record_size": RECORD_SIZE},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(),
+        "versions": versions((*libraries, *LIBRARIES), missing="not importable"),
         "results": [{**asdict(r), "refs_per_s": r.refs_per_s} for r in results],
     }
-    path = OUT_DIR / f"bench_kerchunk_parser-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = write_report("bench_kerchunk_parser", report)
     print(f"\nwritten to {path}", file=sys.stderr)
     return 0
 

@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import functools
 import gc
-import importlib.metadata
 import inspect
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -49,6 +46,7 @@ import numpy as np
 import obstore
 import xarray as xr
 from bench_hdf5_parse import count_refs, floor_enumerate
+from common import ROOT, fmt, markdown_table, try_import, utc_stamp, versions, write_report
 from obstore.store import S3Store
 
 import vcube
@@ -59,8 +57,6 @@ from vcube.readers import ReadOptions
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "benchmarks" / "out"
 SHAPE = (24, 16, 32)  # time, lat, lon
 CHUNKS = (1, 16, 32)
 VARIABLES = ("t2m", "u10", "v10", "msl")
@@ -169,15 +165,6 @@ class MapClock:
 
     def on_end(self) -> None:
         self.end = time.perf_counter()
-
-
-def try_virtualizarr() -> Any:
-    try:
-        import virtualizarr
-    except ImportError as exc:
-        print(f"virtualizarr: not importable ({exc})", file=sys.stderr)
-        return None
-    return virtualizarr
 
 
 def vz_local_registry() -> Any:
@@ -525,16 +512,6 @@ def s3_runs(paths: Sequence[Path], vz: Any, settings: Settings) -> list[Run]:
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def table_a(runs: Sequence[Run]) -> str:
     floors = {r.case: r.seconds for r in runs if r.tool == "h5py floor"}
     rows = []
@@ -551,16 +528,16 @@ def table_a(runs: Sequence[Run]) -> str:
             [
                 r.case,
                 r.tool,
-                _fmt(r.seconds),
-                _fmt(per_file),
-                _fmt(r.map_seconds),
-                _fmt(reduce_s),
+                fmt(r.seconds, ".2f"),
+                fmt(per_file, ".2f"),
+                fmt(r.map_seconds, ".2f"),
+                fmt(reduce_s, ".2f"),
                 ratio,
                 r.error or "",
             ]
         )
     header = ["case", "tool", "wall s", "ms/file", "map s", "reduce s", "vs floor", "error"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def table_b(runs: Sequence[Run]) -> str:
@@ -568,61 +545,49 @@ def table_b(runs: Sequence[Run]) -> str:
         [
             r.case,
             r.tool,
-            _fmt(r.seconds),
-            _fmt(r.extra.get("peak_bytes", 0) / 1e6, ".0f") if "peak_bytes" in r.extra else "n/a",
-            _fmt(r.extra.get("nbytes", 0) / 1e6, ".1f") if "nbytes" in r.extra else "n/a",
+            fmt(r.seconds, ".2f"),
+            fmt(r.extra.get("peak_bytes", 0) / 1e6, ".0f") if "peak_bytes" in r.extra else "n/a",
+            fmt(r.extra.get("nbytes", 0) / 1e6, ".1f") if "nbytes" in r.extra else "n/a",
             f"{r.extra['refs']:,}" if "refs" in r.extra else "n/a",
             r.error or "",
         ]
         for r in runs
     ]
     header = ["case", "tool", "combine s", "peak MB", "result nbytes MB", "refs", "error"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def table_c(runs: Sequence[Run]) -> str:
     rows = [
         [
             r.tool,
-            _fmt(r.extra.get("requests_per_file"), ".1f"),
-            _fmt(r.extra.get("vcube_parser_requests"), ".1f"),
-            _fmt(r.extra.get("bytes_per_file", 0) / 1e3, ".1f") if r.extra else "n/a",
-            _fmt(r.extra.get("file_bytes", 0) / 1e3, ".1f") if r.extra else "n/a",
-            _fmt(r.seconds),
-            _fmt(r.extra.get("seconds_through_proxy")),
+            fmt(r.extra.get("requests_per_file"), ".1f"),
+            fmt(r.extra.get("vcube_parser_requests"), ".1f"),
+            fmt(r.extra.get("bytes_per_file", 0) / 1e3, ".1f") if r.extra else "n/a",
+            fmt(r.extra.get("file_bytes", 0) / 1e3, ".1f") if r.extra else "n/a",
+            fmt(r.seconds, ".2f"),
+            fmt(r.extra.get("seconds_through_proxy"), ".2f"),
             r.error or "",
         ]
         for r in runs
     ]
     header = ["strategy", "requests/file", "in report", "kB/file", "file kB", "wall s"]
     header += ["via proxy s", "error"]
-    return _table(header, rows)
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("vcube", "virtualizarr", "h5py", "netCDF4", "numpy", "xarray", "zarr", "obstore"):
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = "not installed"
-    found["hdf5"] = h5py.version.hdf5_version
-    found["cpus"] = str(os.cpu_count())
-    return found
+    return markdown_table(header, rows)
 
 
 def write_json(settings: Settings, parts: dict[str, list[Run]]) -> Path:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = OUT_DIR / f"bench_mfdataset-{stamp}.json"
+    stamp = utc_stamp()
+    libraries = ("vcube", "virtualizarr", "h5py", "netCDF4", "numpy", "xarray", "zarr", "obstore")
+    found = versions(libraries, with_platform=True)
+    found |= {"hdf5": h5py.version.hdf5_version, "cpus": str(os.cpu_count())}
     payload = {
         "timestamp": stamp,
         "settings": asdict(settings),
-        "versions": versions(),
+        "versions": found,
         "parts": {k: [asdict(r) for r in runs] for k, runs in parts.items()},
     }
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
+    return write_report("bench_mfdataset", payload, stamp)
 
 
 # --------------------------------------------------------------------------- main
@@ -649,7 +614,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    vz = try_virtualizarr()
+    vz = try_import("virtualizarr")
     parts: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="vcube-bench-mf-") as tmp:
         count = max(settings.files if "a" in settings.parts else 1, settings.s3_files)

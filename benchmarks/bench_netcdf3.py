@@ -24,13 +24,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime as dt
 import gc
-import importlib
-import importlib.metadata
 import io
 import json
-import platform
 import pstats
 import sys
 import time
@@ -41,8 +37,8 @@ from typing import Any, Final
 
 import netCDF4
 import numpy as np
+from common import OUT_DIR, markdown_table, ratio, try_import, utc_stamp, versions, write_report
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
 CORPUS_DIR = OUT_DIR / "netcdf3-corpus"
 FORMAT: Final = "NETCDF3_64BIT_OFFSET"
 NVARS = 10
@@ -102,14 +98,6 @@ def corpus(n_files: int) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- tools
-
-
-def try_import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001 - any failure skips the tool, the others still run
-        print(f"{name}: not importable ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return None
 
 
 def vcube_runs() -> dict[str, Run] | None:
@@ -247,46 +235,31 @@ def _ms(seconds: float | None, files: int) -> str:
     return "n/a" if seconds is None else f"{seconds / files * 1e3:.2f}"
 
 
-def _ratio(num: float | None, den: float | None) -> str:
-    return "n/a" if num is None or den is None or den == 0 else f"{num / den:.1f}x"
-
-
 def table(rows: Sequence[Row]) -> str:
     header = ["case", "files", "refs/file"]
     header += [f"{t} ms/file" for t in TOOLS] + [f"{t} total s" for t in TOOLS]
     header += ["virtualizarr/vcube", "kerchunk/vcube"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells_per_row = []
     for r in rows:
         s = r.best_s
         cells = [r.case, str(r.files), f"{r.refs_per_file:,}"]
         cells += [_ms(s.get(t), r.files) for t in TOOLS]
         cells += ["n/a" if s.get(t) is None else f"{s[t]:.2f}" for t in TOOLS]
-        cells += [_ratio(s.get("virtualizarr"), s["vcube"]), _ratio(s.get("kerchunk"), s["vcube"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("vcube", "virtualizarr", "kerchunk", "netCDF4", "numpy", "xarray", "zarr"):
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = "not installed"
-    return found
+        cells += [ratio(s.get("virtualizarr"), s["vcube"]), ratio(s.get("kerchunk"), s["vcube"])]
+        cells_per_row.append(cells)
+    return markdown_table(header, cells_per_row)
 
 
 def write_json(args: argparse.Namespace, rows: Sequence[Row]) -> Path:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = OUT_DIR / f"bench_netcdf3-{stamp}.json"
+    stamp = utc_stamp()
+    libraries = ("vcube", "virtualizarr", "kerchunk", "netCDF4", "numpy", "xarray", "zarr")
     payload = {
         "timestamp": stamp,
         "settings": {"files": args.files, "repeats": args.repeats, "corpus": SPEC},
-        "versions": versions(),
+        "versions": versions(libraries, with_platform=True),
         "rows": [asdict(r) for r in rows],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    return write_report("bench_netcdf3", payload, stamp)
 
 
 # --------------------------------------------------------------------------- main

@@ -21,25 +21,30 @@ imported is reported and its cases show ``n/a``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from common import (
+    disk_bytes,
+    fmt,
+    markdown_table,
+    measure,
+    run_worker,
+    version,
+    versions,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
 NVARS = 10
 NFILES = 1000
 GRID_YX = (10, 10)  # chunks per file along y and x
@@ -153,90 +158,55 @@ def virtualizarr_dataset(nfiles: int, ntime: int) -> Any:
 # -- one case, in a subprocess -------------------------------------------------------------------
 
 
-def rss_kb(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-        f.write("5")  # resets VmHWM to the current resident size
-
-
-def size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 1e6
-
-
 def worker(case: str, nfiles: int, ntime: int, out: Path) -> dict[str, Any]:
-    library, fmt = case.rsplit("-", 1)
-    target = out / f"refs.{fmt}"
+    library, kind = case.rsplit("-", 1)
+    target = out / f"refs.{kind}"
     if library == "vcube":
         from vcube.writers import to_kerchunk
 
         ds = vcube_dataset(nfiles, ntime)
 
         def write() -> None:
-            to_kerchunk(ds, target, format=fmt, record_size=RECORD_SIZE)  # type: ignore[call-overload]
+            to_kerchunk(ds, target, format=kind, record_size=RECORD_SIZE)  # type: ignore[call-overload]
 
     else:
         ds = virtualizarr_dataset(nfiles, ntime)
 
         def write() -> None:
-            if fmt == "parquet":
+            if kind == "parquet":
                 ds.vz.to_kerchunk(target, format="parquet", record_size=RECORD_SIZE)
             else:
                 ds.vz.to_kerchunk(target, format="json")
 
-    before = rss_kb("VmRSS")
-    reset_peak_rss()
-    start = time.perf_counter()
-    write()
-    seconds = time.perf_counter() - start
-    peak = rss_kb("VmHWM")
+    _, seconds, peak_mb, above_mb = measure(write)
     return {
         "seconds": seconds,
-        "peak_rss_mb": peak / 1024,
-        "writer_rss_mb": (peak - before) / 1024,
-        "output_mb": size_mb(target),
+        "peak_rss_mb": peak_mb,
+        "writer_rss_mb": above_mb,
+        "output_mb": disk_bytes(target) / 1e6,
     }
 
 
 def run_case(case: str, nfiles: int, ntime: int, timeout: float) -> Result:
     nrefs = NVARS * nfiles * ntime * int(np.prod(GRID_YX))
     library = case.rsplit("-", 1)[0]
-    try:
-        importlib.metadata.version(library)
-    except importlib.metadata.PackageNotFoundError:
+    if version(library) is None:
         return Result(case, nrefs, error=f"{library}: not importable")
     with tempfile.TemporaryDirectory(prefix="bench_writers-") as tmp:
         command = [sys.executable, __file__, "--worker", case, "--nfiles", str(nfiles)]
         command += ["--ntime", str(ntime), "--out", tmp]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return Result(case, nrefs, error=f"timed out after {timeout:.0f} s")
-        if done.returncode:
-            last = (done.stderr.strip().splitlines() or ["?"])[-1]
-            return Result(case, nrefs, error=f"failed: {last}")
-        return Result(case, nrefs, **json.loads(done.stdout.strip().splitlines()[-1]))
+        found = run_worker(command, timeout=timeout)
+    if isinstance(found, str):
+        return Result(case, nrefs, error=found)
+    return Result(case, nrefs, **found)
 
 
 # -- report --------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def table(results: Sequence[Result]) -> str:
     header = ["case", "refs", "write s", "refs/s", "peak RSS MB", "writer RSS MB", "output MB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         cells = [
             r.case,
@@ -249,24 +219,8 @@ def table(results: Sequence[Result]) -> str:
         ]
         if r.error:
             cells[2] = r.error
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pyarrow", "pandas", "xarray", "zarr", "fsspec", "kerchunk"):
-        out[name] = _version(name)
-    out["virtualizarr"] = _version("virtualizarr")
-    out["vcube"] = _version("vcube")
-    return out
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not importable"
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,16 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{case}: {result.seconds or result.error}", file=sys.stderr, flush=True)
         results.append(result)
     print(table(results))
-    OUT_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    libraries = ("numpy", "pyarrow", "pandas", "xarray", "zarr", "fsspec", "kerchunk")
     report = {
         "settings": {"quick": args.quick, "nvars": NVARS, "nfiles": NFILES, "ntime": ntime},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(),
+        "versions": versions((*libraries, "virtualizarr", "vcube"), missing="not importable"),
         "results": [{**asdict(r), "refs_per_s": r.refs_per_s} for r in results],
     }
-    path = OUT_DIR / f"bench_writers-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = write_report("bench_writers", report)
     print(f"\nwritten to {path}", file=sys.stderr)
     return 0
 
