@@ -15,7 +15,7 @@ import xarray as xr
 
 from vcube.combine import NO_LOAD_COMBINE
 from vcube.demo import write_sample_archive
-from vcube.errors import IncompatibleArraysError, SourceNotFoundError
+from vcube.errors import IncompatibleArraysError, SourceNotFoundError, UnsupportedFormatError
 from vcube.ingest import committed_sources, ingest
 from vcube.plan import plan
 from vcube.registry import normalize_url
@@ -88,7 +88,7 @@ def test_a_failed_batch_leaves_the_last_good_commit(tmp_path: Path) -> None:
     paths = write_sample_archive(tmp_path, 4)
     paths[3].write_bytes(b"not a netcdf file at all")
     repo = str(tmp_path / "repo")
-    with pytest.raises(Exception, match=r"air_2024-01-01T03\.nc"):
+    with pytest.raises(UnsupportedFormatError, match=r"air_2024-01-01T03\.nc: unrecognized"):
         ingest(paths, repo, append_dim="time", batch_size=2)
     repository = open_repository(repo, ObjectStoreOptions())
     assert committed_sources(repository) == [normalize_url(p) for p in paths[:2]]
