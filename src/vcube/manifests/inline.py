@@ -7,10 +7,11 @@ is written exactly as a zarr reader expects it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
+from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.dtype import VariableLengthUTF8
 from zarr.storage import MemoryStore
@@ -22,13 +23,12 @@ from vcube.manifests.manifest import ChunkManifest
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
     from zarr.core.buffer import Buffer
     from zarr.core.common import JSON
 
     from vcube.manifests.metadata import ArrayInfo
 
-__all__ = ["encode_chunks", "inline_array"]
+__all__ = ["ChunkEncoder", "encode_chunks", "inline_array"]
 
 
 def inline_array(
@@ -70,27 +70,34 @@ def inline_array(
     return ManifestArray(metadata, manifest, name=name)
 
 
+class ChunkEncoder:
+    """Encodes full-chunk-shaped blocks with the codecs of `info` (filters, serializer,
+    compressors), as zarr writes them; one encoder serves many blocks."""
+
+    def __init__(self, info: ArrayInfo) -> None:
+        self.written: dict[str, Buffer] = {}
+        metadata = info.to_zarr()
+        codecs = list(metadata.codecs)
+        self.array = zarr.create_array(
+            MemoryStore(store_dict=self.written),
+            shape=info.chunks,
+            chunks=info.chunks,
+            dtype=metadata.data_type,
+            filters=[c for c in codecs if isinstance(c, ArrayArrayCodec)],
+            serializer=next(c for c in codecs if isinstance(c, ArrayBytesCodec)),
+            compressors=[c for c in codecs if isinstance(c, BytesBytesCodec)],
+            fill_value=metadata.fill_value,
+            zarr_format=3,
+            config={"write_empty_chunks": True},
+        )
+        self.key = "c/" + "/".join("0" for _ in info.chunks) if info.chunks else "c"
+
+    def __call__(self, block: np.ndarray[Any, Any]) -> bytes:
+        self.array[...] = block
+        return self.written[self.key].to_bytes()
+
+
 def encode_chunks(info: ArrayInfo, blocks: Iterable[np.ndarray[Any, Any]]) -> list[bytes]:
     """Each full-chunk-shaped block encoded with the codecs of `info`, as zarr writes it."""
-    written: dict[str, Buffer] = {}
-    metadata = info.to_zarr()
-    codecs = list(metadata.codecs)
-    shape = info.chunks
-    array = zarr.create_array(
-        MemoryStore(store_dict=written),
-        shape=shape,
-        chunks=shape,
-        dtype=metadata.data_type,
-        serializer=cast("ArrayBytesCodec", codecs[0]),
-        compressors=cast("list[BytesBytesCodec]", codecs[1:]),
-        filters=None,
-        fill_value=metadata.fill_value,
-        zarr_format=3,
-        config={"write_empty_chunks": True},
-    )
-    key = "c/" + "/".join("0" for _ in shape) if shape else "c"
-    out = []
-    for block in blocks:
-        array[...] = block
-        out.append(written[key].to_bytes())
-    return out
+    encoder = ChunkEncoder(info)
+    return [encoder(block) for block in blocks]

@@ -22,7 +22,6 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
 
 import numpy as np
 import tifffile
-import zarr
 from imagecodecs.zarr import (
     Delta,
     Floatpred,
@@ -36,10 +35,8 @@ from imagecodecs.zarr import (
     Webp,
 )
 from tifffile.tifffile import jpeg_decode_colorspace
-from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
 from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZMA, Zlib
-from zarr.storage import MemoryStore
 
 from vcube.errors import (
     NotVirtualizableError,
@@ -50,6 +47,7 @@ from vcube.errors import (
 from vcube.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
 from vcube.manifests.array_api import grid_shape
 from vcube.manifests.attrs import encode_attributes
+from vcube.manifests.inline import ChunkEncoder
 from vcube.manifests.manifest import stack
 from vcube.manifests.metadata import array_metadata
 from vcube.readers import ObjectReader, ReadOptions, ReadStats
@@ -59,7 +57,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
 
     from zarr.abc.codec import Codec
-    from zarr.core.buffer import Buffer
 
     from vcube.manifests.metadata import ArrayInfo
 
@@ -166,7 +163,7 @@ class _File:
         self.tif = tif
         self.reader = reader
         self.url = url
-        self.encoders: dict[str, _Encoder] = {}  # by layout: pages often share one
+        self.encoders: dict[str, ChunkEncoder] = {}  # by layout: pages often share one
 
     def pages(self, indices: Collection[int] | None) -> list[_Page]:
         self.tif.pages.useframes = False  # full pages: every tag, not only the first page's
@@ -276,32 +273,8 @@ class _File:
         padded = np.full((1, info.chunks[y], *segment.shape[2:]), info.fill_value, info.dtype)
         padded[:, : segment.shape[1]] = segment
         key = repr((info.chunks, info.dtype, info.codecs, info.fill_value))
-        encoder = self.encoders.get(key) or self.encoders.setdefault(key, _Encoder(info))
+        encoder = self.encoders.get(key) or self.encoders.setdefault(key, ChunkEncoder(info))
         return encoder(padded.reshape(info.chunks))
-
-
-class _Encoder:
-    """Encodes full chunks with the codecs of one layout, as zarr writes them."""
-
-    def __init__(self, info: ArrayInfo) -> None:
-        self.written: dict[str, Buffer] = {}
-        self.array = zarr.create_array(
-            MemoryStore(store_dict=self.written),
-            shape=info.chunks,
-            chunks=info.chunks,
-            dtype=info.dtype,
-            filters=[c for c in info.codecs if isinstance(c, ArrayArrayCodec)],
-            serializer=next(c for c in info.codecs if isinstance(c, ArrayBytesCodec)),
-            compressors=[c for c in info.codecs if isinstance(c, BytesBytesCodec)],
-            fill_value=info.fill_value,
-            zarr_format=3,
-            config={"write_empty_chunks": True},
-        )
-        self.key = "c/" + "/".join("0" for _ in info.chunks)
-
-    def __call__(self, block: np.ndarray[Any, Any]) -> bytes:
-        self.array[...] = block
-        return self.written[self.key].to_bytes()
 
 
 def _full(page: tifffile.TiffPage | tifffile.TiffFrame) -> tifffile.TiffPage:
