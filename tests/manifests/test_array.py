@@ -389,3 +389,19 @@ def test_aligned_getitem_is_numpy_indexing(
 def test_empty_selection_at_the_end_is_aligned() -> None:
     x = virtual((6, 7), (2, 3))
     assert x[:, 7:7].shape == (6, 0)
+
+
+def test_bytes_codec_goes_after_array_codecs() -> None:
+    from zarr.codecs import BytesCodec, TransposeCodec, ZstdCodec
+
+    from vcube.manifests.metadata import array_metadata
+
+    info = array_metadata(
+        shape=(4, 6),
+        dtype=np.dtype(">i4"),
+        chunks=(2, 3),
+        codecs=[TransposeCodec(order=(1, 0)), ZstdCodec()],
+    )
+    assert [type(c) for c in info.codecs] == [TransposeCodec, BytesCodec, ZstdCodec]
+    assert info.codecs[1] == BytesCodec(endian="big")
+    info.to_zarr()  # a valid pipeline for zarr

@@ -13,7 +13,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from zarr.abc.codec import ArrayBytesCodec
+from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec
 from zarr.codecs import BytesCodec
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.dtype import parse_dtype
@@ -86,11 +86,13 @@ def array_metadata(
     attributes: dict[str, JSON] | None = None,
 ) -> ArrayInfo:
     """An `ArrayInfo`; `codecs` without an array->bytes codec get the `bytes` codec with the
-    endianness of `dtype` first."""
+    endianness of `dtype`, after their array->array codecs."""
     dtype = np.dtype(dtype)
     codec_list = list(codecs)
     if not any(isinstance(c, ArrayBytesCodec) for c in codec_list):
-        codec_list.insert(0, _bytes_codec(_endian(dtype)))
+        # after the array-to-array codecs (transpose, filters), before the compressors
+        at = sum(isinstance(c, ArrayArrayCodec) for c in codec_list)
+        codec_list.insert(at, _bytes_codec(_endian(dtype)))
     return ArrayInfo(
         shape=tuple(int(n) for n in shape),
         dtype=dtype,
