@@ -181,6 +181,21 @@ class ObjectReader(io.RawIOBase):
             return self._fetch(start, stop)
         return self._from_blocks(start, stop)
 
+    def cached(self, start: int, stop: int) -> bytes | None:
+        """Bytes `[start, stop)` when this reader already holds them all (no request made),
+        else None."""
+        if stop > self.size or stop <= start:
+            return None
+        if self._whole is not None:
+            return self._whole[start:stop]
+        size = self.options.block_size
+        blocks = range(start // size, (stop - 1) // size + 1)
+        if self.options.strategy == "ranges" or any(b not in self._blocks for b in blocks):
+            return None
+        joined = b"".join(self._blocks[b] for b in blocks)
+        offset = start - blocks.start * size
+        return joined[offset : offset + stop - start]
+
     def _from_blocks(self, start: int, stop: int) -> bytes:
         size = self.options.block_size
         first, last = start // size, (stop - 1) // size

@@ -120,3 +120,19 @@ def test_read_strategies_trade_requests_for_bytes(
     ranges, blocks = parse(url, registry, "ranges"), parse(url, registry, "blocks")
     assert ranges.requests > blocks.requests > whole.requests
     assert ranges.bytes < size  # only the metadata is read
+
+
+@pytest.mark.parametrize("strategy", ["blocks", "whole"])
+def test_coordinates_load_from_what_the_parse_fetched(
+    strategy: ReadStrategy, tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """Loading the coordinates after the parse makes no request of its own: their bytes are in
+    the blocks (or the whole file) the parser's reader already holds."""
+    path, url, registry = uploaded("chunked_zlib_shuffle", tmp_path, s3_server, s3_bucket)
+    parser = HDFParser(read_options=ReadOptions(strategy=strategy))
+    before = len(s3_server.requests(s3_bucket))
+    vds = vcube.open_virtual_dataset(url, registry=registry, parser=parser)
+    assert len(s3_server.requests(s3_bucket)) - before == parser.stats.requests
+    expected = xr.open_dataset(path, engine="netcdf4").load()
+    for name in ("time", "lat", "lon"):
+        np.testing.assert_array_equal(vds[name].values, expected[name].values)

@@ -22,7 +22,7 @@ from vcube.errors import ReadOnlyError, SourceChangedError
 from vcube.manifests.array import ManifestArray
 from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import MISSING
-from vcube.readers import ReadStats, translate_io_error
+from vcube.readers import ObjectReader, ReadStats, translate_io_error
 from vcube.registry import ObjectStoreRegistry
 
 if TYPE_CHECKING:
@@ -74,8 +74,11 @@ class ManifestStore(Store):
         *,
         registry: ObjectStoreRegistry | None = None,
         read_stats: ReadStats | None = None,
+        prefetched: ObjectReader | None = None,
     ):
         super().__init__(read_only=True)
+        # The parser's reader: chunks whose bytes it already fetched are served without a request.
+        self._prefetched = prefetched
         self.read_stats = read_stats  # what the parse that made this store fetched
         self._group = group
         self._registry = registry or ObjectStoreRegistry()
@@ -134,6 +137,10 @@ class ManifestStore(Store):
     async def _fetch(self, url: str, start: int, end: int) -> Any:
         if end <= start:
             return b""
+        if self._prefetched is not None and url == self._prefetched.url:
+            held = self._prefetched.cached(start, end)
+            if held is not None:
+                return held
         try:
             store, path = self._registry.resolve(url)
             data = await obstore.get_range_async(store, path, start=start, end=end)

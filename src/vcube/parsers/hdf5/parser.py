@@ -52,11 +52,12 @@ class HDFParser:
         url = normalize_url(url)
         registry = registry or ObjectStoreRegistry()
         stats = ReadStats()
-        with _open_hdf5(url, registry, self.read_options, stats) as file:
+        with _open_hdf5(url, registry, self.read_options, stats) as (file, reader):
             root = self._root(file, url)
             group = Walker(self, url, file).group(root.id)
         self.stats.merge(stats)
-        return ManifestStore(group, registry=registry, read_stats=stats)
+        # The reader's cached blocks serve the coordinates loaded next, without new requests.
+        return ManifestStore(group, registry=registry, read_stats=stats, prefetched=reader)
 
     def _root(self, file: h5py.File, url: str) -> h5py.Group:
         if not self.group:
@@ -78,9 +79,10 @@ class HDFParser:
 @contextlib.contextmanager
 def _open_hdf5(
     url: str, registry: ObjectStoreRegistry, options: ReadOptions, stats: ReadStats
-) -> Iterator[h5py.File]:
+) -> Iterator[tuple[h5py.File, ObjectReader | None]]:
     store, path, prefix = registry.resolve_with_prefix(url)
     local = local_path(url)
+    reader = None
     try:
         if local is not None and prefix is None:
             file = h5py.File(local, "r")
@@ -95,7 +97,7 @@ def _open_hdf5(
         raise UnsupportedFormatError(f"{url}: not a readable HDF5/NetCDF4 file ({err})") from err
     with file:
         try:
-            yield file
+            yield file, reader
         except VcubeError:
             raise  # already names the file; transient ones must stay retryable
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
