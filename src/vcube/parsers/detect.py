@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 import obstore
 
 from vcube.errors import UnsupportedFormatError
-from vcube.readers import translate_io_error
+from vcube.readers import is_transient, translate_io_error
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -85,8 +85,10 @@ def read_head(store: ObjectStore, path: str) -> bytes:
         result = obstore.get(store, path, options={"range": (0, HEAD_BYTES)})
     except FileNotFoundError:
         raise
-    except Exception:
-        if obstore.head(store, path)["size"] == 0:
+    except Exception as err:
+        # A failed range read of an empty object is the one error a HEAD explains; a transient
+        # failure goes to the task's retries untouched.
+        if not is_transient(err) and obstore.head(store, path)["size"] == 0:
             return b""
         raise
     return bytes(result.bytes())
