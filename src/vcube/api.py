@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import xarray as xr
 import zarr.api.asynchronous
+from xarray.coding.times import TIME_UNITS
 from xarray.conventions import decode_cf_variable
 from zarr.core.sync import sync
 
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["open_virtual_dataset", "open_virtual_mfdataset", "virtual_dataset"]
 
 REPORT_KEY = "vcube_report"
+# What xarray's CF coders act on besides time units (see `_cf_encoded`).
+CF_CODING_ATTRS = frozenset(
+    {"_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "dtype", "_Encoding"}
+)
 
 
 def open_virtual_dataset(
@@ -300,20 +305,34 @@ def _load(
     load: set[str],
     decode_times: bool | None,
 ) -> dict[str, xr.Variable]:
-    """Read the raw values of `load` through the store (one batch of concurrent reads) and decode
-    each with xarray's CF decoding, as `xr.open_dataset` would."""
+    """Read the raw values of `load` through the store and decode each with xarray's CF
+    decoding, as `xr.open_dataset` would."""
     if not load:
         return {}
-    names = sorted(load)
-    values = sync(_read_arrays(store, names))
+    values = {name: store.read_plain_now(name) for name in sorted(load)}
+    pending = [name for name, value in values.items() if value is None]
+    if pending:  # one batch of concurrent reads for what needs requests or codecs
+        values.update(zip(pending, sync(_read_arrays(store, pending)), strict=True))
     kwargs: dict[str, Any] = {} if decode_times is None else {"decode_times": decode_times}
     decoded = {}
-    for name, value in zip(names, values, strict=True):
+    for name, value in values.items():
         array = arrays[name]
         attrs = decode_attributes(array.info.attributes, array.dtype)
         raw = xr.Variable(_dims(array), value, attrs=attrs)
-        decoded[name] = decode_cf_variable(name, raw, **kwargs)
+        decoded[name] = decode_cf_variable(name, raw, **kwargs) if _cf_encoded(raw) else raw
     return decoded
+
+
+def _cf_encoded(variable: xr.Variable) -> bool:
+    """Whether xarray's CF decoding could change `variable`: a plain numeric variable without
+    any attribute its coders act on comes out unchanged, so decoding it is skipped (it costs
+    more than reading a small coordinate)."""
+    if variable.dtype.kind not in "iuf" or not variable.dtype.isnative:
+        return True
+    units = variable.attrs.get("units")
+    if isinstance(units, str) and ("since" in units or units.strip().lower() in TIME_UNITS):
+        return True
+    return any(key in variable.attrs for key in CF_CODING_ATTRS)
 
 
 async def _read_arrays(store: ManifestStore, names: list[str]) -> list[Any]:

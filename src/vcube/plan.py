@@ -8,6 +8,7 @@ budget and under Icechunk's limit of references per commit.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -111,12 +112,16 @@ def plan(
     sampled = [urls[i] for i in picks]
     # Warm up first: imports and caches of the first parse are not memory per file.
     open_virtual_mfdataset(sampled[:1], registry, parser, **mfdataset_kwargs)
+    # Garbage collected around the measure: a collection of earlier garbage within it would
+    # shrink (or even negate) what the sample retains.
+    gc.collect()
     tracemalloc.start()
     start = time.perf_counter()
     try:
         before = tracemalloc.get_traced_memory()[0]
         ds = open_virtual_mfdataset(sampled, registry, parser, **mfdataset_kwargs)
         seconds = time.perf_counter() - start
+        gc.collect()
         retained = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

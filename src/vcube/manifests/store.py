@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from vcube.manifests.array import ManifestArray
 from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import MISSING
 from vcube.readers import ObjectReader, ReadStats, translate_io_error
-from vcube.registry import ObjectStoreRegistry
+from vcube.registry import ObjectStoreRegistry, local_path
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -137,26 +138,73 @@ class ManifestStore(Store):
     async def _fetch(self, url: str, start: int, end: int) -> Any:
         if end <= start:
             return b""
-        if self._prefetched is not None and url == self._prefetched.url:
-            held = self._prefetched.cached(start, end)
-            if held is not None:
-                return held
+        held = self._held(url, start, end)
+        if held is not None:
+            return held
         try:
             store, path = self._registry.resolve(url)
             data = await obstore.get_range_async(store, path, start=start, end=end)
         except Exception as err:
             raise translate_io_error(err, url) from err
-        if len(data) != end - start:
-            raise SourceChangedError(
-                f"{url}: expected {end - start} bytes at offset {start}, got {len(data)}; did the "
-                f"file change after it was virtualized? Virtualize it again."
-            )
-        return data
+        return _checked(data, url, start, end)
+
+    def _held(self, url: str, start: int, end: int) -> bytes | None:
+        """Bytes `[start, end)` of `url` if the parser already fetched them, else None."""
+        if self._prefetched is not None and url == self._prefetched.url:
+            return self._prefetched.cached(start, end)
+        return None
+
+    def _fetch_now(self, url: str, start: int, end: int) -> Any:
+        """Bytes `[start, end)` of `url` when they need no request: already fetched by the
+        parser, or in a local file (a plain read, cheaper than a trip through the event loop for
+        the few small chunks of a coordinate); else None."""
+        if end <= start:
+            return b""
+        held = self._held(url, start, end)
+        if held is not None:
+            return held
+        path = local_path(url)
+        if path is None or self._registry.resolve_with_prefix(url)[2] is not None:
+            return None
+        try:
+            with open(path, "rb") as file:
+                return _checked(os.pread(file.fileno(), end - start, start), url, start, end)
+        except OSError as err:
+            raise translate_io_error(err, url) from err
 
     async def read_plain(self, path: str, max_chunks: int = 64) -> np.ndarray[Any, Any] | None:
         """The values of the array at `path` when its chunks are stored plain (the `bytes` codec
         alone, few chunks), read without zarr's codec pipeline; None otherwise. Loading small
         coordinates this way costs a fraction of a zarr read."""
+        array = self._plain_array(path, max_chunks)
+        if array is None:
+            return None
+        refs = _chunk_refs(array)
+        raws = [
+            ref.data
+            if ref.data is not None
+            else await self._fetch(ref.path or "", ref.offset, ref.offset + ref.length)
+            for _, ref in refs
+        ]
+        return _assemble(array, [index for index, _ in refs], raws)
+
+    def read_plain_now(self, path: str, max_chunks: int = 64) -> np.ndarray[Any, Any] | None:
+        """`read_plain` without the event loop, when no chunk needs a request; else None."""
+        array = self._plain_array(path, max_chunks)
+        if array is None:
+            return None
+        refs = _chunk_refs(array)
+        raws = [
+            ref.data
+            if ref.data is not None
+            else self._fetch_now(ref.path or "", ref.offset, ref.offset + ref.length)
+            for _, ref in refs
+        ]
+        if any(raw is None for raw in raws):
+            return None
+        return _assemble(array, [index for index, _ in refs], raws)
+
+    def _plain_array(self, path: str, max_chunks: int) -> ManifestArray | None:
         array = self._arrays.get(path)
         if (
             array is None
@@ -166,25 +214,7 @@ class ManifestStore(Store):
             or array.manifest.path_ids.size > max_chunks
         ):
             return None
-        dtype = array.dtype.newbyteorder(">" if array.codecs[0].endian == "big" else "<")
-        out = np.full(array.shape, array.fill_value, dtype=array.dtype.newbyteorder("="))
-        chunks = array.chunks
-        for index in np.ndindex(array.manifest.grid_shape):
-            ref = array.manifest[index]
-            if ref is None:
-                continue
-            raw = (
-                ref.data
-                if ref.data is not None
-                else await self._fetch(ref.path or "", ref.offset, ref.offset + ref.length)
-            )
-            block = np.frombuffer(raw, dtype=dtype).reshape(chunks)
-            target = tuple(
-                slice(i * c, min((i + 1) * c, n))
-                for i, c, n in zip(index, chunks, array.shape, strict=True)
-            )
-            out[target] = block[tuple(slice(0, s.stop - s.start) for s in target)]
-        return out
+        return array
 
     async def get_partial_values(
         self,
@@ -283,6 +313,40 @@ class ManifestStore(Store):
 
     async def delete(self, key: str) -> None:
         raise ReadOnlyError(f"ManifestStore is read-only: cannot delete {key!r}")
+
+
+def _checked(data: Any, url: str, start: int, end: int) -> Any:
+    if len(data) != end - start:
+        raise SourceChangedError(
+            f"{url}: expected {end - start} bytes at offset {start}, got {len(data)}; did the "
+            f"file change after it was virtualized? Virtualize it again."
+        )
+    return data
+
+
+def _chunk_refs(array: ManifestArray) -> list[tuple[tuple[int, ...], Any]]:
+    """The grid index and reference of every chunk that is not missing."""
+    refs = ((index, array.manifest[index]) for index in np.ndindex(array.manifest.grid_shape))
+    return [(index, ref) for index, ref in refs if ref is not None]
+
+
+def _assemble(
+    array: ManifestArray, indexes: list[tuple[int, ...]], raws: list[Any]
+) -> np.ndarray[Any, Any]:
+    """The array's values from the raw bytes of its plain chunks (missing ones read as fill)."""
+    codec = array.codecs[0]
+    assert isinstance(codec, BytesCodec)
+    dtype = array.dtype.newbyteorder(">" if codec.endian == "big" else "<")
+    out = np.full(array.shape, array.fill_value, dtype=array.dtype.newbyteorder("="))
+    chunks = array.chunks
+    for index, raw in zip(indexes, raws, strict=True):
+        block = np.frombuffer(raw, dtype=dtype).reshape(chunks)
+        target = tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, chunks, array.shape, strict=True)
+        )
+        out[target] = block[tuple(slice(0, s.stop - s.start) for s in target)]
+    return out
 
 
 def _metadata_key(path: str) -> str:

@@ -11,6 +11,7 @@ import obstore
 
 from vcube.errors import UnsupportedFormatError
 from vcube.readers import is_transient, translate_io_error
+from vcube.registry import local_path, normalize_url
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -51,9 +52,10 @@ TRIED: Final = ", ".join(PARSERS)
 def detect_format(url: str, registry: ObjectStoreRegistry) -> tuple[str | None, bytes]:
     """The format of the file (or Zarr / Kerchunk Parquet directory) at `url`, None when it is
     not one vcube knows, and the file's first bytes (empty for a directory)."""
-    store, path = registry.resolve(url)
+    store, path, prefix = registry.resolve_with_prefix(url)
+    local = local_path(normalize_url(url)) if prefix is None else None
     try:
-        head = read_head(store, path)
+        head = _read_local_head(local) if local is not None else read_head(store, path)
     except FileNotFoundError as err:
         name = directory_format(store, path, url)
         if name is None:
@@ -92,6 +94,15 @@ def read_head(store: ObjectStore, path: str) -> bytes:
             return b""
         raise
     return bytes(result.bytes())
+
+
+def _read_local_head(path: str) -> bytes:
+    """`read_head` for a local file: a plain read costs a tenth of an obstore request."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(HEAD_BYTES)
+    except IsADirectoryError as err:
+        raise FileNotFoundError(path) from err
 
 
 def file_format(head: bytes) -> str | None:
