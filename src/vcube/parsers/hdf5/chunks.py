@@ -16,104 +16,101 @@ from vcube.manifests import ChunkManifest
 from vcube.manifests.array_api import grid_shape
 from vcube.manifests.inline import encode_chunks
 from vcube.manifests.manifest import MISSING
+from vcube.parsers.hdf5.chunk_index import ChunkIndex
 
 if TYPE_CHECKING:
     from vcube.manifests.metadata import ArrayInfo
     from vcube.parsers.hdf5.layout import Layout
     from vcube.parsers.hdf5.parser import HDFParser
 
-__all__ = ["chunked_manifest", "reencode", "single_chunk_manifest"]
-
-
-# Chunk grids up to this many chunks are checked for the common layout (complete, in C order)
-# before any index arithmetic.
-SMALL_GRID = 1024
+__all__ = ["chunked_manifest", "index_manifest", "reencode", "single_chunk_manifest"]
 
 
 def chunked_manifest(
     v: Layout, chunks: tuple[int, ...]
 ) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
-    """The manifest from HDF5's chunk index, and the chunks stored with some filters skipped."""
-    grid = grid_shape(v.shape, chunks)
+    """The manifest from HDF5's chunk index (`chunk_iter`), and the chunks stored with some
+    filters skipped."""
     infos: list[Any] = []
     if math.prod(v.stored):
         v.dsid.chunk_iter(infos.append)
     if not infos:
-        return ChunkManifest.empty(grid), []
+        return ChunkManifest.empty(grid_shape(v.shape, chunks)), []
     starts, masks, byte_offsets, sizes = zip(*infos, strict=True)
-    offsets = np.array(byte_offsets, dtype=np.uint64)
-    lengths = np.array(sizes, dtype=np.uint64)
-    if _is_complete(starts, grid, grid_shape(v.stored, chunks), chunks):
+    # Flattened first: numpy converts a flat sequence of ints far faster than nested tuples.
+    flat_starts = np.fromiter(
+        itertools.chain.from_iterable(starts), dtype=np.int64, count=len(starts) * len(chunks)
+    )
+    index = ChunkIndex(
+        starts=flat_starts.reshape(len(starts), len(chunks)),
+        masks=np.array(masks, dtype=np.uint32),
+        offsets=np.array(byte_offsets, dtype=np.uint64),
+        lengths=np.array(sizes, dtype=np.uint64),
+    )
+    return index_manifest(v.url, v.shape, v.stored, chunks, index)
+
+
+def index_manifest(
+    url: str,
+    shape: tuple[int, ...],
+    stored: tuple[int, ...],
+    chunks: tuple[int, ...],
+    index: ChunkIndex,
+) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
+    """The manifest of the chunks in `index` (a variable of `shape`, of which `stored` is
+    written), and the grid positions of chunks stored with some filters skipped."""
+    grid = grid_shape(shape, chunks)
+    if not len(index.offsets):
+        return ChunkManifest.empty(grid), []
+    positions = index.starts // np.array(chunks, dtype=np.int64)
+    skipped = [tuple(int(i) for i in row) for row in positions[index.masks != 0]]
+    if _is_complete(positions, grid, grid_shape(stored, chunks)):
         # Every chunk written and listed in C order: the columns are the lists as they come.
         path_ids = np.zeros(grid, dtype=np.int32)
-        offsets, lengths = offsets.reshape(grid), lengths.reshape(grid)
-        skipped = [
-            tuple(i // c for i, c in zip(start, chunks, strict=True))
-            for start, mask in zip(starts, masks, strict=True)
-            if mask
-        ]
+        offsets, lengths = index.offsets.reshape(grid), index.lengths.reshape(grid)
     else:
-        path_ids, offsets, lengths, skipped = _scattered(
-            starts, masks, offsets, lengths, grid, v.stored, chunks
-        )
-    manifest = ChunkManifest(paths=(v.url,), path_ids=path_ids, offsets=offsets, lengths=lengths)
+        stored_grid = grid_shape(stored, chunks)
+        path_ids, offsets, lengths = _scattered(positions, index, grid, stored_grid)
+        skipped = [s for s in skipped if all(i < n for i, n in zip(s, stored_grid, strict=True))]
+    manifest = ChunkManifest(paths=(url,), path_ids=path_ids, offsets=offsets, lengths=lengths)
     return manifest, skipped
 
 
 def _is_complete(
-    starts: tuple[tuple[int, ...], ...],
-    grid: tuple[int, ...],
-    stored_grid: tuple[int, ...],
-    chunks: tuple[int, ...],
+    positions: np.ndarray[Any, Any], grid: tuple[int, ...], stored_grid: tuple[int, ...]
 ) -> bool:
-    """Whether the chunks at `starts` fill the whole grid in C order (the order in which HDF5
-    lists a fully written dataset's chunks); only small grids are checked, where this costs far
-    less than computing each chunk's position."""
+    """Whether the chunks at grid `positions` fill the whole grid in C order (the order in which
+    HDF5 lists a fully written dataset's chunks)."""
     return (
-        len(starts) == math.prod(grid) <= SMALL_GRID
+        len(positions) == math.prod(grid)
         and grid == stored_grid
-        and starts == _c_order_starts(grid, chunks)
+        and bool(np.array_equal(positions, _c_order_positions(grid)))
     )
 
 
 @functools.lru_cache(maxsize=32)
-def _c_order_starts(grid: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """The offsets of every chunk of a grid, in C order."""
-    axes = (range(0, n * c, c) for n, c in zip(grid, chunks, strict=True))
-    return tuple(itertools.product(*axes))
+def _c_order_positions(grid: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """The grid position of every chunk, in C order."""
+    return np.indices(grid, dtype=np.int64).reshape(len(grid), -1).T
 
 
 def _scattered(
-    starts: tuple[tuple[int, ...], ...],
-    masks: tuple[int, ...],
-    offsets: np.ndarray[Any, Any],
-    lengths: np.ndarray[Any, Any],
+    positions: np.ndarray[Any, Any],
+    index: ChunkIndex,
     grid: tuple[int, ...],
-    stored: tuple[int, ...],
-    chunks: tuple[int, ...],
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], list[tuple[int, ...]]]:
+    stored_grid: tuple[int, ...],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Manifest columns with each chunk placed at its grid position (chunks in any order, some
-    missing), and the chunks stored with some filters skipped."""
-    # Flattened first: numpy converts a flat sequence of ints far faster than nested tuples.
-    flat_starts = itertools.chain.from_iterable(starts)
-    index = np.fromiter(flat_starts, dtype=np.int64, count=len(starts) * len(grid))
-    index = index.reshape(len(starts), len(grid)) // np.array(chunks, dtype=np.int64)
-    mask_column = np.array(masks, dtype=np.int64)
+    missing)."""
+    offsets, lengths = index.offsets, index.lengths
     # Chunks past the current extent (a dataset shrunk after writing) hold no visible data.
-    inside = (index < np.array(grid_shape(stored, chunks))).all(axis=1)
+    inside = (positions < np.array(stored_grid, dtype=np.int64)).all(axis=1)
     if not inside.all():
-        index, offsets, lengths = index[inside], offsets[inside], lengths[inside]
-        mask_column = mask_column[inside]
-    flat = np.asarray(np.ravel_multi_index(tuple(index.T), grid))
+        positions, offsets, lengths = positions[inside], offsets[inside], lengths[inside]
+    flat = np.asarray(np.ravel_multi_index(tuple(positions.T), grid))
     path_ids = np.full(math.prod(grid), MISSING, dtype=np.int32)
     path_ids[flat] = 0
-    skipped = [tuple(int(i) for i in row) for row in index[mask_column != 0]]
-    return (
-        path_ids.reshape(grid),
-        _scatter(grid, flat, offsets),
-        _scatter(grid, flat, lengths),
-        skipped,
-    )
+    return path_ids.reshape(grid), _scatter(grid, flat, offsets), _scatter(grid, flat, lengths)
 
 
 def _scatter(

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from vcube.parsers.hdf5.parser import HDFParser
 
-__all__ = ["Layout", "loaded_array", "virtual_array"]
+__all__ = ["Layout", "loaded_array", "pipeline_codecs", "virtual_array"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def _fill_value(v: Layout, dtype: np.dtype[Any]) -> Any:
 def _codecs(dcpl: h5p.PropDCID, itemsize: int, name: str, url: str) -> list[Codec]:
     """The Zarr codecs of a dataset's HDF5 filter pipeline."""
     pipeline = tuple(dcpl.get_filter(i) for i in range(dcpl.get_nfilters()))
-    codecs = _pipeline_codecs(pipeline, itemsize)
+    codecs = pipeline_codecs(pipeline, itemsize)
     if codecs is not None:
         return list(codecs)
     try:  # (built again to say which filter of which variable has no codec)
@@ -163,7 +163,7 @@ def _codecs(dcpl: h5p.PropDCID, itemsize: int, name: str, url: str) -> list[Code
 
 
 @functools.lru_cache(maxsize=256)
-def _pipeline_codecs(pipeline: tuple[Any, ...], itemsize: int) -> tuple[Codec, ...] | None:
+def pipeline_codecs(pipeline: tuple[Any, ...], itemsize: int) -> tuple[Codec, ...] | None:
     """The codecs of a filter pipeline as `dcpl.get_filter` lists it (None when some filter has
     no codec); built once per pipeline, as most variables of a file share one (codecs are
     immutable)."""

@@ -1,4 +1,5 @@
-"""`HDFParser` and the opening of a local or remote HDF5 file with h5py."""
+"""`HDFParser`: a local or remote HDF5 file walked by the native reader, or with h5py where the
+native reader does not decode the file."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the blosc, zstd, lz4, bzip2 filters with HDF5)
 
 from vcube.errors import SourceNotFoundError, UnsupportedFormatError, VcubeError
-from vcube.manifests import ManifestStore
+from vcube.manifests import ManifestGroup, ManifestStore
+from vcube.parsers.hdf5.binary import Image, NativeUnsupported, map_file
+from vcube.parsers.hdf5.native import native_group
 from vcube.parsers.hdf5.walker import Walker
 from vcube.readers import ObjectReader, ReadOptions, ReadStats
 from vcube.registry import ObjectStoreRegistry, local_path, normalize_url
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
+
+    from obstore.store import ObjectStore
 
 __all__ = ["HDFParser"]
 
@@ -52,12 +57,39 @@ class HDFParser:
         url = normalize_url(url)
         registry = registry or ObjectStoreRegistry()
         stats = ReadStats()
-        with _open_hdf5(url, registry, self.read_options, stats) as (file, reader):
-            root = self._root(file, url)
-            group = Walker(self, url, file).group(root.id)
+        store, path, prefix = registry.resolve_with_prefix(url)
+        local = local_path(url) if prefix is None else None
+        reader = None
+        if local is None:
+            reader = _remote_reader(store, path, url, self.read_options, stats)
+        group = self._native(url, local, reader)
+        if group is None:
+            with _open_hdf5(url, local, reader) as file:
+                group = Walker(self, url, file).group(self._root(file, url).id)
         self.stats.merge(stats)
         # The reader's cached blocks serve the coordinates loaded next, without new requests.
         return ManifestStore(group, registry=registry, read_stats=stats, prefetched=reader)
+
+    def _native(
+        self, url: str, local: str | None, reader: ObjectReader | None
+    ) -> ManifestGroup | None:
+        """The file walked by the native reader, or None where only h5py reads it."""
+        if reader is not None:
+            image = Image(reader.read_range, reader.size)
+            try:
+                return native_group(self, url, image, self.group)
+            except NativeUnsupported:
+                return None
+        assert local is not None
+        try:
+            image, mapped = map_file(local)
+        except (OSError, ValueError):  # missing, empty...: h5py says what is wrong
+            return None
+        with mapped:
+            try:
+                return native_group(self, url, image, self.group)
+            except NativeUnsupported:
+                return None
 
     def _root(self, file: h5py.File, url: str) -> h5py.Group:
         if not self.group:
@@ -76,19 +108,21 @@ class HDFParser:
         return name in self.load_unsupported
 
 
-@contextlib.contextmanager
-def _open_hdf5(
-    url: str, registry: ObjectStoreRegistry, options: ReadOptions, stats: ReadStats
-) -> Iterator[tuple[h5py.File, ObjectReader | None]]:
-    store, path, prefix = registry.resolve_with_prefix(url)
-    local = local_path(url)
-    reader = None
+def _remote_reader(
+    store: ObjectStore, path: str, url: str, options: ReadOptions, stats: ReadStats
+) -> ObjectReader:
     try:
-        if local is not None and prefix is None:
-            file = h5py.File(local, "r")
-        else:
-            reader = ObjectReader(store, path, url=url, options=options, stats=stats)
-            file = h5py.File(reader, "r")
+        return ObjectReader(store, path, url=url, options=options, stats=stats)
+    except VcubeError:
+        raise
+    except FileNotFoundError as err:
+        raise SourceNotFoundError(f"{url}: file not found") from err
+
+
+@contextlib.contextmanager
+def _open_hdf5(url: str, local: str | None, reader: ObjectReader | None) -> Iterator[h5py.File]:
+    try:
+        file = h5py.File(local if local is not None else reader, "r")
     except VcubeError:
         raise
     except FileNotFoundError as err:
@@ -97,7 +131,7 @@ def _open_hdf5(
         raise UnsupportedFormatError(f"{url}: not a readable HDF5/NetCDF4 file ({err})") from err
     with file:
         try:
-            yield file, reader
+            yield file
         except VcubeError:
             raise  # already names the file; transient ones must stay retryable
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:

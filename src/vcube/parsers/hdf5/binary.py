@@ -1,0 +1,141 @@
+"""The bytes of an HDF5 file as the native metadata reader sees them.
+
+`Image` reads at HDF5 addresses (relative to the superblock, which a user block may push
+forward), from a memory map of a local file or through an `ObjectReader`'s cached blocks.
+`Cursor` decodes the little-endian integers, addresses and lengths HDF5 metadata is made of.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Cursor", "Image", "NativeUnsupported", "map_file"]
+
+
+class NativeUnsupported(Exception):
+    """The native reader met something it does not decode: the h5py walker takes over."""
+
+
+UNDEFINED: Final = -1
+"""An undefined address (all bits set in the file), as `Cursor.address` returns it."""
+_U16, _U32, _U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
+_ALL_SET = {4: 2**32 - 1, 8: 2**64 - 1}
+
+
+@dataclass
+class Image:
+    """An HDF5 file: `read(address, size)` at HDF5 addresses, and the file's integer sizes."""
+
+    read_absolute: Callable[[int, int], bytes | memoryview]
+    size: int
+    base: int = 0
+    offset_size: int = 8
+    length_size: int = 8
+
+    def read(self, address: int, size: int) -> bytes | memoryview:
+        """`size` bytes at `address`; fewer means the file is truncated."""
+        start = self.base + address
+        if address < 0 or start + size > self.size:
+            raise NativeUnsupported(f"{size} bytes at address {address} are past the end")
+        return self.read_absolute(start, size)
+
+    def cursor(self, address: int, size: int) -> Cursor:
+        return Cursor(bytes(self.read(address, size)), self)
+
+
+def map_file(path: str) -> tuple[Image, mmap.mmap]:
+    """An `Image` of a local file, memory-mapped: only the pages metadata lives on are read."""
+    with open(path, "rb") as file:
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def read(start: int, size: int) -> bytes:
+        return mapped[start : start + size]  # a copy: no view keeps the map from closing
+
+    return Image(read, len(mapped)), mapped
+
+
+class Cursor:
+    """Reads fields one after another from a block of metadata."""
+
+    __slots__ = ("buf", "image", "pos")
+
+    def __init__(self, buf: bytes, image: Image, pos: int = 0) -> None:
+        self.buf = buf
+        self.image = image
+        self.pos = pos
+
+    def uint(self, size: int) -> int:
+        end = self.pos + size
+        if end > len(self.buf):
+            raise NativeUnsupported("a field runs past the end of its block")
+        value = int.from_bytes(self.buf[self.pos : end], "little")
+        self.pos = end
+        return value
+
+    # The fixed sizes unpack with struct, several times faster than slicing (struct.error, a
+    # short block, is handled like NativeUnsupported by the caller).
+    def u8(self) -> int:
+        value = self.buf[self.pos]
+        self.pos += 1
+        return value
+
+    def u16(self) -> int:
+        value: int = _U16.unpack_from(self.buf, self.pos)[0]
+        self.pos += 2
+        return value
+
+    def u32(self) -> int:
+        value: int = _U32.unpack_from(self.buf, self.pos)[0]
+        self.pos += 4
+        return value
+
+    def u64(self) -> int:
+        value: int = _U64.unpack_from(self.buf, self.pos)[0]
+        self.pos += 8
+        return value
+
+    def address(self) -> int:
+        value = self.u64() if self.image.offset_size == 8 else self.u32()
+        return UNDEFINED if value == _ALL_SET[self.image.offset_size] else value
+
+    def length(self) -> int:
+        return self.u64() if self.image.length_size == 8 else self.u32()
+
+    def unpack(self, fields: struct.Struct) -> tuple[Any, ...]:
+        values = fields.unpack_from(self.buf, self.pos)
+        self.pos += fields.size
+        return values
+
+    def take(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.buf):
+            raise NativeUnsupported("a field runs past the end of its block")
+        data = self.buf[self.pos : end]
+        self.pos = end
+        return data
+
+    def skip(self, size: int) -> None:
+        self.pos += size
+
+    def align(self, boundary: int, start: int = 0) -> None:
+        """Move to the next multiple of `boundary` counted from `start`."""
+        self.pos += -(self.pos - start) % boundary
+
+    def cstring(self) -> bytes:
+        """A null-terminated string (the null consumed)."""
+        end = self.buf.find(b"\0", self.pos)
+        if end < 0:
+            raise NativeUnsupported("an unterminated string")
+        text = self.buf[self.pos : end]
+        self.pos = end + 1
+        return text
+
+    def signature(self, expected: bytes) -> None:
+        if self.take(len(expected)) != expected:
+            raise NativeUnsupported(f"expected the signature {expected!r}")

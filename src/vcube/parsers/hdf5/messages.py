@@ -1,0 +1,287 @@
+"""Decoders of the object header messages a variable is made of: dataspace, datatype, fill value,
+data layout, filter pipeline, attributes and links (HDF5 file format, section IV.A.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported
+
+__all__ = [
+    "Attribute",
+    "DataType",
+    "DenseInfo",
+    "Layout",
+    "Link",
+    "attribute",
+    "dataspace",
+    "datatype",
+    "dense_info",
+    "fill_value",
+    "filters",
+    "layout",
+    "link",
+]
+
+DATASPACE: Final = 0x01
+LINK_INFO: Final = 0x02
+DATATYPE: Final = 0x03
+OLD_FILL_VALUE: Final = 0x04
+FILL_VALUE: Final = 0x05
+LINK: Final = 0x06
+EXTERNAL_FILES: Final = 0x07
+LAYOUT: Final = 0x08
+FILTERS: Final = 0x0B
+ATTRIBUTE: Final = 0x0C
+SYMBOL_TABLE: Final = 0x11
+ATTRIBUTE_INFO: Final = 0x15
+
+# Names HDF5 gives its predefined filters, which version 2 pipelines do not store.
+FILTER_NAMES: Final = {
+    1: "deflate",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+}
+_STRING, _VLEN_STRING, _NUMBER, _REFERENCE, _VLEN = "S", "vlen-str", "number", "ref", "vlen"
+
+
+@dataclass(frozen=True, slots=True)
+class DataType:
+    """An HDF5 datatype: `dtype` as h5py maps it (complex for an `r`/`i` compound), and what kind
+    of values it holds: `number`, `S` (fixed-length string), `vlen-str`, `ref` or `vlen`."""
+
+    kind: str
+    dtype: np.dtype[Any]
+    base: DataType | None = None  # the element type of a variable-length sequence
+    fields: tuple[tuple[bytes, int, DataType], ...] = ()  # a compound's (name, offset, type)
+
+
+def dataspace(body: bytes, image: Image) -> tuple[tuple[int, ...] | None, tuple[int | None, ...]]:
+    """Shape (None for a null dataspace) and maximum shape (None where unlimited)."""
+    c = Cursor(body, image)
+    version, ndim, flags = c.u8(), c.u8(), c.u8()
+    if version == 1:
+        c.skip(5)
+        kind = 1 if ndim else 0
+    elif version == 2:
+        kind = c.u8()
+    else:
+        raise NativeUnsupported(f"dataspace version {version}")
+    if kind == 2:
+        return None, ()
+    shape = tuple(c.length() for _ in range(ndim))
+    if not flags & 1:
+        return shape, shape
+    unlimited = (1 << (8 * image.length_size)) - 1
+    maxshape = tuple(None if n == unlimited else n for n in (c.length() for _ in range(ndim)))
+    return shape, maxshape
+
+
+def datatype(c: Cursor) -> DataType:
+    """The datatype at the cursor (which is left after it)."""
+    head = c.u8()
+    cls, version = head & 0x0F, head >> 4
+    bits = c.uint(3)
+    size = c.u32()
+    order = ">" if bits & 1 else "<"
+    if cls == 0:  # fixed-point
+        c.skip(4)
+        if size not in (1, 2, 4, 8):
+            raise NativeUnsupported(f"a {size}-byte integer")
+        return DataType(_NUMBER, np.dtype(f"{order}{'i' if bits & 0x08 else 'u'}{size}"))
+    if cls == 1:  # floating point
+        c.skip(12)
+        if size not in (2, 4, 8) or bits & 0x40:
+            raise NativeUnsupported(f"a {size}-byte float")
+        return DataType(_NUMBER, np.dtype(f"{order}f{size}"))
+    if cls == 3:
+        return DataType(_STRING, np.dtype(f"S{size}"))
+    if cls == 6:
+        return _compound(c, version, bits & 0xFFFF, size)
+    if cls == 7 and bits & 0x0F == 0 and version < 4:
+        return DataType(_REFERENCE, np.dtype("<u8" if size == 8 else "<u4"))
+    if cls == 9:
+        base = datatype(c)
+        if bits & 0x0F == 1:
+            return DataType(_VLEN_STRING, np.dtype(object))
+        return DataType(_VLEN, np.dtype(object), base)
+    raise NativeUnsupported(f"datatype class {cls}")
+
+
+def _compound(c: Cursor, version: int, members: int, size: int) -> DataType:
+    """A compound: complex when it is two floats `r` and `i` (as h5py reads it), else its
+    fields, for the few compound attributes HDF5 itself writes (REFERENCE_LIST)."""
+    fields = []
+    for _ in range(members):
+        name_start = c.pos
+        name = c.cstring()
+        if version < 3:
+            c.align(8, name_start)
+            offset = c.u32()
+            if version == 1:
+                c.skip(28)  # dimensionality, reserved, permutation, dimension sizes
+        else:
+            offset = c.uint(max(1, (size.bit_length() + 7) // 8))
+        fields.append((name, offset, datatype(c)))
+    parts = {member.dtype for _, _, member in fields}
+    if [name for name, _, _ in fields] == [b"r", b"i"] and len(parts) == 1:
+        part = parts.pop()
+        if part.kind == "f" and fields[1][1] == part.itemsize and size == 2 * part.itemsize:
+            return DataType(_NUMBER, np.dtype(f"{part.str[0]}c{size}"))
+    return DataType("compound", np.dtype(f"V{size}"), fields=tuple(fields))
+
+
+def fill_value(body: bytes, image: Image) -> bytes | None:
+    """The fill value's bytes when the file defines one, None for HDF5's default (zeros)."""
+    c = Cursor(body, image)
+    version = c.u8()
+    if version in (1, 2):
+        c.skip(2)
+        defined = c.u8()
+        if version == 1 or defined:
+            size = c.u32()
+            return c.take(size) if size else None
+        raise NativeUnsupported("an undefined fill value")
+    if version == 3:
+        flags = c.u8()
+        if flags & 0x10:
+            raise NativeUnsupported("an undefined fill value")
+        if flags & 0x20:
+            return c.take(c.u32())
+        return None
+    raise NativeUnsupported(f"fill value message version {version}")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a dataset's bytes are: `compact` (inline `data`), `contiguous` (`address`, `size`)
+    or `chunked` (a version 1 B-tree at `address`, chunks of `chunks`)."""
+
+    kind: str
+    address: int = UNDEFINED
+    size: int = 0
+    chunks: tuple[int, ...] = ()
+    data: bytes = b""
+
+
+def layout(body: bytes, image: Image) -> Layout:
+    c = Cursor(body, image)
+    version = c.u8()
+    if version not in (3, 4):
+        raise NativeUnsupported(f"layout message version {version}")
+    kind = c.u8()
+    if kind == 0:
+        return Layout("compact", data=c.take(c.u16()))
+    if kind == 1:
+        return Layout("contiguous", address=c.address(), size=c.length())
+    if kind == 2 and version == 3:
+        rank = c.u8()
+        address = c.address()
+        dims = tuple(c.u32() for _ in range(rank))
+        return Layout("chunked", address=address, chunks=dims[:-1])
+    raise NativeUnsupported(f"layout class {kind} (message version {version})")
+
+
+def filters(body: bytes, image: Image) -> tuple[tuple[int, int, tuple[int, ...], bytes], ...]:
+    """The pipeline as `h5p.PropDCID.get_filter` lists it: (id, flags, client data, name)."""
+    c = Cursor(body, image)
+    version, count = c.u8(), c.u8()
+    if version == 1:
+        c.skip(6)
+    elif version != 2:
+        raise NativeUnsupported(f"filter pipeline version {version}")
+    pipeline = []
+    for _ in range(count):
+        code = c.u16()
+        name_length = c.u16() if version == 1 or code >= 256 else 0
+        flags, nvalues = c.u16(), c.u16()
+        # (a version 1 name's length includes its padding to 8 bytes)
+        name = c.take(name_length).split(b"\0", 1)[0]
+        values = tuple(c.u32() for _ in range(nvalues))
+        if version == 1 and nvalues % 2:
+            c.skip(4)
+        pipeline.append((code, flags, values, name or FILTER_NAMES.get(code, "").encode()))
+    return tuple(pipeline)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """An attribute as stored: name, type, shape (None for a null dataspace) and raw value."""
+
+    name: bytes
+    type: DataType
+    shape: tuple[int, ...] | None
+    data: bytes
+
+
+def attribute(body: bytes, image: Image) -> Attribute:
+    c = Cursor(body, image)
+    version = c.u8()
+    c.skip(1)
+    name_size, type_size, space_size = c.u16(), c.u16(), c.u16()
+    if version == 3:
+        c.skip(1)  # the name's character set
+    elif version not in (1, 2):
+        raise NativeUnsupported(f"attribute message version {version}")
+    padded = version == 1  # version 1 pads name, datatype and dataspace to 8 bytes
+    name = c.take(name_size).rstrip(b"\0")
+    if padded:
+        c.align(8)
+    kind = datatype(Cursor(c.take(type_size), image))
+    if padded:
+        c.align(8)
+    shape, _ = dataspace(c.take(space_size), image)
+    if padded:
+        c.align(8)
+    return Attribute(name, kind, shape, c.buf[c.pos :])
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A link: its name and the object header it leads to (`kind` 0 = hard; others are soft or
+    external links, which the native reader leaves to h5py)."""
+
+    name: bytes
+    kind: int
+    address: int
+    order: int
+
+
+def link(body: bytes, image: Image) -> Link:
+    c = Cursor(body, image)
+    if c.u8() != 1:
+        raise NativeUnsupported("link message version")
+    flags = c.u8()
+    kind = c.u8() if flags & 0x08 else 0
+    order = c.u64() if flags & 0x04 else 0
+    if flags & 0x10:
+        c.skip(1)
+    name = c.take(c.uint(1 << (flags & 0x03)))
+    return Link(name, kind, c.address() if kind == 0 else UNDEFINED, order)
+
+
+@dataclass(frozen=True, slots=True)
+class DenseInfo:
+    """Link Info or Attribute Info: whether creation order is tracked, and the fractal heap and
+    name index B-tree of dense storage (UNDEFINED when the links or attributes are compact)."""
+
+    order_tracked: bool
+    heap: int
+    names: int
+
+
+def dense_info(body: bytes, image: Image, counter_size: int) -> DenseInfo:
+    """Link Info (`counter_size` 8) or Attribute Info (2)."""
+    c = Cursor(body, image)
+    c.skip(1)
+    flags = c.u8()
+    if flags & 0x01:
+        c.skip(counter_size)  # the largest creation order given so far
+    heap, names = c.address(), c.address()
+    return DenseInfo(bool(flags & 0x01), heap, names)

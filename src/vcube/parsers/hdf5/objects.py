@@ -1,0 +1,249 @@
+"""HDF5 file structures the native reader walks: the superblock, object headers and their
+messages, old-style (symbol table) groups and the global heap."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported
+
+__all__ = [
+    "GlobalHeap",
+    "Message",
+    "ObjectHeader",
+    "read_object_header",
+    "read_superblock",
+    "symbol_table_links",
+]
+
+CONTINUATION: Final = 0x10
+# Object header v2 flags: the width of chunk 0's size, and which optional fields follow.
+ATTR_ORDER_TRACKED: Final = 0x04
+STORE_PHASE_CHANGE: Final = 0x10
+STORE_TIMES: Final = 0x20
+MSG_SHARED: Final = 0x02
+MSG_ORDER_TRACKED: Final = 0x04
+# A version 2 header message's type, size and flags, and its creation order where tracked.
+_ENTRY, _ORDERED_ENTRY = struct.Struct("<BHB"), struct.Struct("<BHBH")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One object header message: its type, flags, body and creation order (0 if untracked)."""
+
+    type: int
+    flags: int
+    body: bytes
+    order: int = 0
+
+
+@dataclass(slots=True)
+class ObjectHeader:
+    """An object's header messages, and whether its attributes' creation order is tracked."""
+
+    address: int
+    messages: list[Message] = field(default_factory=list)
+    attr_order_tracked: bool = False
+
+    def find(self, kind: int) -> Message | None:
+        for message in self.messages:
+            if message.type == kind:
+                if message.flags & MSG_SHARED:
+                    raise NativeUnsupported(f"shared message of type {kind}")
+                return message
+        return None
+
+    def all(self, kind: int) -> list[Message]:
+        found = [m for m in self.messages if m.type == kind]
+        if any(m.flags & MSG_SHARED for m in found):
+            raise NativeUnsupported(f"shared message of type {kind}")
+        return found
+
+
+def read_superblock(image: Image, at: int) -> int:
+    """Set `image`'s base address and integer sizes from the superblock at absolute offset `at`;
+    return the root group's object header address."""
+    head = Cursor(bytes(image.read_absolute(at, 24)), image)
+    head.skip(8)  # signature, checked by detection
+    version = head.u8()
+    if version in (0, 1):
+        head.skip(4)
+        image.offset_size, image.length_size = head.u8(), head.u8()
+        size = 24 + (4 if version == 1 else 0) + 4 * image.offset_size + 24 + 2 * image.offset_size
+        body = Cursor(bytes(image.read_absolute(at, size)), image, 24 + (4 if version == 1 else 0))
+        base = body.address()
+        body.skip(image.offset_size)  # free space
+        end = body.address()
+        body.skip(2 * image.offset_size)  # driver info, the root's link name offset
+        root = body.address()
+    elif version in (2, 3):
+        image.offset_size, image.length_size = head.u8(), head.u8()
+        body = Cursor(bytes(image.read_absolute(at, 12 + 4 * image.offset_size)), image, 12)
+        base = body.address()
+        extension = body.address()
+        if extension != UNDEFINED:
+            raise NativeUnsupported("a superblock extension (shared messages, file spaces)")
+        end = body.address()
+        root = body.address()
+    else:
+        raise NativeUnsupported(f"superblock version {version}")
+    if image.offset_size not in (4, 8) or image.length_size not in (4, 8):
+        raise NativeUnsupported("offsets or lengths that are not 4 or 8 bytes")
+    image.base = base or at
+    if end == UNDEFINED or image.base + end > image.size:
+        raise NativeUnsupported("the file is shorter than its superblock says: truncated")
+    return root
+
+
+def read_object_header(image: Image, address: int) -> ObjectHeader:
+    """The messages of the object header at `address`, continuation blocks included."""
+    first = image.cursor(address, 16)
+    if first.buf[:4] == b"OHDR":
+        return _read_v2(image, address)
+    if first.buf[0] != 1:
+        raise NativeUnsupported(f"object header version {first.buf[0]}")
+    first.skip(8)  # version, reserved, message count, reference count
+    size = first.u32()
+    header = ObjectHeader(address)
+    blocks = [(address + 16, size)]
+    while blocks:
+        start, size = blocks.pop(0)
+        cursor = image.cursor(start, size)
+        while cursor.pos + 8 <= size:
+            kind, length, flags = cursor.u16(), cursor.u16(), cursor.u8()
+            cursor.skip(3)
+            body = cursor.take(length)
+            _add(header, blocks, Message(kind, flags, body), image)
+    return header
+
+
+def _read_v2(image: Image, address: int) -> ObjectHeader:
+    prefix = image.cursor(address, 6 + 16 + 4 + 8)
+    prefix.skip(4)
+    if prefix.u8() != 2:
+        raise NativeUnsupported("object header version")
+    flags = prefix.u8()
+    if flags & STORE_TIMES:
+        prefix.skip(16)
+    if flags & STORE_PHASE_CHANGE:
+        prefix.skip(4)
+    size = prefix.uint(1 << (flags & 0x03))
+    header = ObjectHeader(address, attr_order_tracked=bool(flags & ATTR_ORDER_TRACKED))
+    blocks = [(address + prefix.pos, size, False)]
+    while blocks:
+        start, size, continued = blocks.pop(0)
+        cursor = image.cursor(start, size)
+        if continued:
+            cursor.signature(b"OCHK")
+        end = size - (4 if continued else 0)
+        entry = _ORDERED_ENTRY if flags & ATTR_ORDER_TRACKED else _ENTRY
+        while cursor.pos + entry.size <= end:
+            kind, length, mflags, *order = cursor.unpack(entry)
+            body = cursor.take(length)
+            pending: list[tuple[int, int]] = []
+            _add(header, pending, Message(kind, mflags, body, order[0] if order else 0), image)
+            blocks.extend((a, s, True) for a, s in pending)
+    return header
+
+
+def _add(
+    header: ObjectHeader, blocks: list[tuple[int, int]], message: Message, image: Image
+) -> None:
+    if message.type == CONTINUATION:
+        body = Cursor(message.body, image)
+        blocks.append((body.address(), body.length()))
+    elif message.type != 0:
+        header.messages.append(message)
+
+
+def symbol_table_links(image: Image, btree: int, heap: int) -> list[tuple[bytes, int]]:
+    """The (name, object header address) of every link of an old-style group, from its group
+    B-tree (version 1, type 0) and local heap."""
+    names = _local_heap(image, heap)
+    links: list[tuple[bytes, int]] = []
+    nodes = [btree]
+    while nodes:
+        address = nodes.pop(0)
+        head = image.cursor(address, 8)
+        head.signature(b"TREE")
+        if head.u8() != 0:
+            raise NativeUnsupported("a group B-tree of another type")
+        level, entries = head.u8(), head.u16()
+        prefix = 8 + 2 * image.offset_size  # then keys and children, interleaved
+        size = prefix + entries * (image.length_size + image.offset_size) + image.length_size
+        node = image.cursor(address, size)
+        node.skip(prefix)
+        children = []
+        for _ in range(entries):
+            node.skip(image.length_size)  # key: a name's offset in the local heap
+            children.append(node.address())
+        if level > 0:
+            nodes[:0] = children
+        else:
+            for child in children:
+                links.extend(_symbol_node(image, child, names))
+    return links
+
+
+def _symbol_node(image: Image, address: int, names: bytes) -> list[tuple[bytes, int]]:
+    entry = 2 * image.offset_size + 24
+    head = image.cursor(address, 8)
+    head.signature(b"SNOD")
+    head.skip(2)
+    count = head.u16()
+    body = image.cursor(address + 8, count * entry)
+    links = []
+    for _ in range(count):
+        offset = body.uint(image.offset_size)
+        target = body.address()
+        body.skip(24)  # cache type, reserved, scratch pad
+        end = names.find(b"\0", offset)
+        links.append((names[offset:end], target))
+    return links
+
+
+def _local_heap(image: Image, address: int) -> bytes:
+    head = image.cursor(address, 8 + 2 * image.length_size + image.offset_size)
+    head.signature(b"HEAP")
+    head.skip(4)
+    size = head.length()
+    head.skip(image.length_size)  # free list
+    return bytes(image.read(head.address(), size))
+
+
+class GlobalHeap:
+    """Objects of the global heap collections of one file (variable-length data), each
+    collection read once."""
+
+    def __init__(self, image: Image) -> None:
+        self.image = image
+        self.collections: dict[int, dict[int, bytes]] = {}
+
+    def get(self, collection: int, index: int) -> bytes:
+        if collection not in self.collections:
+            self.collections[collection] = self._read(collection)
+        try:
+            return self.collections[collection][index]
+        except KeyError:
+            raise NativeUnsupported(f"no object {index} in global heap {collection}") from None
+
+    def _read(self, address: int) -> dict[int, bytes]:
+        image = self.image
+        head = image.cursor(address, 8 + image.length_size)
+        head.signature(b"GCOL")
+        head.skip(4)
+        size = head.length()
+        cursor = image.cursor(address, size)
+        cursor.skip(8 + image.length_size)
+        objects = {}
+        while cursor.pos + 8 + image.length_size <= size:
+            index = cursor.u16()
+            cursor.skip(6)  # reference count, reserved
+            length = cursor.length()
+            if index == 0:  # free space: the rest of the collection
+                break
+            objects[index] = cursor.take(length)
+            cursor.align(8)
+        return objects
