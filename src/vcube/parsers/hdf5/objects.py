@@ -92,7 +92,8 @@ def read_superblock(image: Image, at: int) -> int:
     if image.offset_size not in (4, 8) or image.length_size not in (4, 8):
         raise NativeUnsupported("offsets or lengths that are not 4 or 8 bytes")
     image.base = base or at
-    if end == UNDEFINED or image.base + end > image.size:
+    # (HDF5 writes the end-of-file address counted from the file's start, user block included)
+    if end == UNDEFINED or end > image.size:
         raise NativeUnsupported("the file is shorter than its superblock says: truncated")
     return root
 

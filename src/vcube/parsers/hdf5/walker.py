@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import h5py
-from h5py import h5d, h5g, h5i, h5o, h5p, h5r
+from h5py import h5d, h5g, h5i, h5l, h5o, h5p, h5r
 
 from vcube.errors import (
     NotVirtualizableError,
@@ -178,8 +178,12 @@ class Walker:
 
 
 def _open(gid: h5g.GroupID, raw: bytes) -> h5o.ObjectID | None:
-    """The object a link names, or None for a dangling link (as h5py's `Group.get`)."""
+    """The object a link names, or None for a dangling soft or external link (as h5py's
+    `Group.get`); a hard link always leads to an object, so one that cannot be opened is damage,
+    reported (h5py raises KeyError for both)."""
     try:
         return h5o.open(gid, raw)
     except KeyError:
+        if gid.links.get_info(raw).type == h5l.TYPE_HARD:
+            raise
         return None

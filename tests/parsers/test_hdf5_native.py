@@ -1,0 +1,160 @@
+"""The native HDF5 reader against the h5py walker: on every file of the HDF5 batteries, either
+both make the same variables (metadata, attributes, fill values, codecs, chunk references and
+inline bytes), or the native reader hands the file to h5py for a known reason."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import netCDF4
+import numpy as np
+import pytest
+import test_hdf5_edge_cases as edge
+from hdf5_files import HDF5_CASES, NETCDF_CASES
+
+from vcube import HDFParser
+from vcube.manifests import ManifestArray, ManifestGroup
+from vcube.parsers.hdf5 import parser as parser_module
+from vcube.parsers.hdf5.binary import NativeUnsupported, map_file
+from vcube.parsers.hdf5.native import native_group
+from vcube.parsers.hdf5.parser import _open_hdf5
+from vcube.parsers.hdf5.walker import Walker
+from vcube.registry import local_path, normalize_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+MAKERS: dict[str, Callable[[Path], None]] = {
+    **{f"battery-{k}": v for k, v in {**NETCDF_CASES, **HDF5_CASES}.items()},
+    **{f"edge-{k}": v for k, v in {**edge.NETCDF, **edge.HDF5}.items()},
+}
+# Files the native reader leaves to h5py, and why (a part of its NativeUnsupported message).
+HANDED_TO_H5PY = {
+    "battery-hdf5plugin_filters": "filters skipped",
+    "battery-plain_hdf5_dimension_scales": "datatype class 8",  # h5py's bool is an enum
+    "battery-strings": "vlen-str",
+    "edge-char_and_string_scalars": "vlen-str",
+    "edge-enum_type": "datatype class 8",
+    "edge-hard_and_soft_links": "two names",
+    "edge-vlen_strings_in_nested_group": "vlen-str",
+}
+
+
+def h5py_walk(parser: HDFParser, url: str) -> ManifestGroup:
+    with _open_hdf5(url, local_path(url), None) as file:
+        return Walker(parser, url, file).group(parser._root(file, url).id)
+
+
+def native_walk(parser: HDFParser, url: str) -> ManifestGroup:
+    path = local_path(url)
+    assert path is not None
+    image, mapped = map_file(path)
+    with mapped:
+        return native_group(parser, url, image, parser.group)
+
+
+def describe(node: ManifestGroup | ManifestArray) -> str:
+    """Everything a node says, as comparable text (NaN fill values compare equal this way)."""
+    if isinstance(node, ManifestGroup):
+        return json.dumps(node.attributes, allow_nan=True, sort_keys=True)
+    return json.dumps(node.metadata.to_dict(), allow_nan=True, sort_keys=True, default=str)
+
+
+def assert_same_tree(native: ManifestGroup, reference: ManifestGroup) -> None:
+    nodes, expected = dict(native.walk()), dict(reference.walk())
+    assert list(nodes) == list(expected)  # same variables, groups and order
+    for path, node in nodes.items():
+        assert describe(node) == describe(expected[path]), path
+        if isinstance(node, ManifestArray):
+            other = expected[path]
+            assert isinstance(other, ManifestArray)
+            assert node.manifest.equals(other.manifest), path
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("case", sorted(MAKERS))
+def test_native_reader_makes_what_h5py_makes(case: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{case}.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MAKERS[case](path)
+    parser, url = HDFParser(), normalize_url(path)
+    if case in HANDED_TO_H5PY:
+        with pytest.raises(NativeUnsupported, match=HANDED_TO_H5PY[case]):
+            native_walk(parser, url)
+        return
+    assert_same_tree(native_walk(parser, url), h5py_walk(parser, url))
+
+
+@pytest.mark.parametrize("group", ["forecast", "forecast/member"])
+def test_groups_and_dropped_variables(group: str, tmp_path: Path) -> None:
+    path = tmp_path / "groups.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        sub = nc.createGroup("forecast").createGroup("member")
+        for where in (nc, nc["forecast"], sub):
+            where.createDimension("x", 4)
+            where.createVariable("x", "f8", ("x",))[:] = np.arange(4.0)
+            where.createVariable("keep", "i2", ("x",))[:] = [1, 2, 3, 4]
+            where.createVariable("drop", "i2", ("x",))[:] = [5, 6, 7, 8]
+    parser, url = HDFParser(group=group, drop_variables=["drop"]), normalize_url(path)
+    native = native_walk(parser, url)
+    assert "drop" not in native.arrays
+    assert_same_tree(native, h5py_walk(parser, url))
+
+
+def test_dense_links_and_attributes_in_creation_order(tmp_path: Path) -> None:
+    """More than 8 variables and attributes: netCDF-C stores them in fractal heaps."""
+    path = tmp_path / "dense.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("t", None)
+        for i in range(30):
+            var = nc.createVariable(f"v{29 - i:02d}", "f4", ("t",), zlib=i % 2 == 0)
+            var.setncatts({f"attr{k:02d}": k * 1.5 for k in range(12)})
+            var[:] = np.arange(5, dtype="f4") + i
+    parser, url = HDFParser(), normalize_url(path)
+    native = native_walk(parser, url)
+    assert list(native.arrays) == [f"v{29 - i:02d}" for i in range(30)]  # creation order
+    assert list(native.arrays["v00"].info.attributes) == [f"attr{k:02d}" for k in range(12)]
+    assert_same_tree(native, h5py_walk(parser, url))
+
+
+def test_parser_uses_the_native_reader_and_falls_back(tmp_path: Path, monkeypatch: Any) -> None:
+    netcdf = tmp_path / "plain.nc"
+    with netCDF4.Dataset(netcdf, "w") as nc:
+        nc.createDimension("x", 3)
+        nc.createVariable("x", "i4", ("x",))[:] = [1, 2, 3]
+    strings = tmp_path / "strings.h5"
+    with h5py.File(strings, "w") as f:
+        f["names"] = np.array(["a", "bb"], dtype=h5py.string_dtype())
+
+    calls: list[str] = []
+
+    class CountingWalker(Walker):
+        def __init__(self, parser: HDFParser, url: str, file: h5py.File) -> None:
+            calls.append(url)
+            super().__init__(parser, url, file)
+
+    monkeypatch.setattr(parser_module, "Walker", CountingWalker)
+    assert HDFParser()(str(netcdf)).group.arrays["x"].shape == (3,)
+    assert calls == []
+    assert HDFParser()(str(strings)).group.arrays["names"].shape == (2,)
+    assert calls == [normalize_url(strings)]
+
+
+def test_corrupt_metadata_is_left_to_h5py(tmp_path: Path) -> None:
+    """A damaged object header: the native reader gives up and h5py's error names the file."""
+    path = tmp_path / "damaged.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(100.0), chunks=(10,))
+        address = h5py.h5o.get_info(f["x"].id).addr
+    data = bytearray(path.read_bytes())
+    data[address : address + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    with pytest.raises(NativeUnsupported):
+        native_walk(HDFParser(), normalize_url(path))
+    with pytest.raises(Exception, match=r"damaged\.h5"):
+        HDFParser()(str(path))
