@@ -17,7 +17,7 @@ import netCDF4
 import numpy as np
 import pytest
 
-from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported, map_file
+from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported, local_image
 from vcube.parsers.hdf5.dense import FractalHeap, btree_records
 
 if TYPE_CHECKING:
@@ -146,7 +146,11 @@ def test_links(tmp_path: Path, n: int, depth: int, libver: str | None) -> None:
     write_links(path, n, libver)
     with h5py.File(path, "r") as f:
         address = h5py.h5o.get_info(f["g"].id).addr
-    image, _ = map_file(str(path))  # as the parser reads local files; collected, not closed
+    with local_image(str(path)) as image:  # as the parser reads local files
+        check_links(image, address, n, depth)
+
+
+def check_links(image: Image, address: int, n: int, depth: int) -> None:
     info = dense_info(image, address, LINK_INFO)
     heap = FractalHeap(image, info.heap)
     expected = link_names(n)

@@ -18,7 +18,7 @@ from hdf5_files import HDF5_CASES, NETCDF_CASES
 from vcube import HDFParser
 from vcube.manifests import ManifestArray, ManifestGroup
 from vcube.parsers.hdf5 import parser as parser_module
-from vcube.parsers.hdf5.binary import NativeUnsupported, map_file
+from vcube.parsers.hdf5.binary import NativeUnsupported, local_image
 from vcube.parsers.hdf5.native import native_group
 from vcube.parsers.hdf5.parser import _open_hdf5
 from vcube.parsers.hdf5.walker import Walker
@@ -52,8 +52,7 @@ def h5py_walk(parser: HDFParser, url: str) -> ManifestGroup:
 def native_walk(parser: HDFParser, url: str) -> ManifestGroup:
     path = local_path(url)
     assert path is not None
-    image, mapped = map_file(path)
-    with mapped:
+    with local_image(path) as image:
         return native_group(parser, url, image, parser.group)
 
 

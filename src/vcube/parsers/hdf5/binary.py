@@ -1,21 +1,22 @@
 """The bytes of an HDF5 file as the native metadata reader sees them.
 
 `Image` reads at HDF5 addresses (relative to the superblock, which a user block may push
-forward), from a memory map of a local file or through an `ObjectReader`'s cached blocks.
+forward), from a local file or through an `ObjectReader`'s cached blocks.
 `Cursor` decodes the little-endian integers, addresses and lengths HDF5 metadata is made of.
 """
 
 from __future__ import annotations
 
-import mmap
+import contextlib
+import os
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
-__all__ = ["Cursor", "Image", "NativeUnsupported", "map_file"]
+__all__ = ["Cursor", "Image", "NativeUnsupported", "local_image"]
 
 
 class NativeUnsupported(Exception):
@@ -32,13 +33,13 @@ _ALL_SET = {4: 2**32 - 1, 8: 2**64 - 1}
 class Image:
     """An HDF5 file: `read(address, size)` at HDF5 addresses, and the file's integer sizes."""
 
-    read_absolute: Callable[[int, int], bytes | memoryview]
+    read_absolute: Callable[[int, int], bytes]
     size: int
     base: int = 0
     offset_size: int = 8
     length_size: int = 8
 
-    def read(self, address: int, size: int) -> bytes | memoryview:
+    def read(self, address: int, size: int) -> bytes:
         """`size` bytes at `address`; fewer means the file is truncated."""
         start = self.base + address
         if address < 0 or start + size > self.size:
@@ -46,18 +47,22 @@ class Image:
         return self.read_absolute(start, size)
 
     def cursor(self, address: int, size: int) -> Cursor:
-        return Cursor(bytes(self.read(address, size)), self)
+        return Cursor(self.read(address, size), self)
 
 
-def map_file(path: str) -> tuple[Image, mmap.mmap]:
-    """An `Image` of a local file, memory-mapped: only the pages metadata lives on are read."""
-    with open(path, "rb") as file:
-        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+@contextlib.contextmanager
+def local_image(path: str) -> Iterator[Image]:
+    """An `Image` of a local file, read with `pread` (for the few small reads of a metadata walk
+    cheaper than mapping the file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
 
-    def read(start: int, size: int) -> bytes:
-        return mapped[start : start + size]  # a copy: no view keeps the map from closing
+        def read(start: int, size: int) -> bytes:
+            return os.pread(fd, size, start)
 
-    return Image(read, len(mapped)), mapped
+        yield Image(read, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 class Cursor:

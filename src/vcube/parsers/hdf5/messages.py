@@ -3,6 +3,7 @@ data layout, filter pipeline, attributes and links (HDF5 file format, section IV
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,6 +18,7 @@ __all__ = [
     "Layout",
     "Link",
     "attribute",
+    "attribute_name",
     "dataspace",
     "datatype",
     "dense_info",
@@ -220,6 +222,13 @@ class Attribute:
     data: bytes
 
 
+def attribute_name(body: bytes) -> bytes:
+    """An attribute message's name, without decoding the rest."""
+    version, size = body[0], int.from_bytes(body[2:4], "little")
+    start = 9 if version == 3 else 8
+    return body[start : start + size].rstrip(b"\0")
+
+
 def attribute(body: bytes, image: Image) -> Attribute:
     c = Cursor(body, image)
     version = c.u8()
@@ -233,13 +242,30 @@ def attribute(body: bytes, image: Image) -> Attribute:
     name = c.take(name_size).rstrip(b"\0")
     if padded:
         c.align(8)
-    kind = datatype(Cursor(c.take(type_size), image))
+    kind = _cached_datatype(c.take(type_size), image.offset_size, image.length_size)
     if padded:
         c.align(8)
-    shape, _ = dataspace(c.take(space_size), image)
+    shape, _ = _cached_dataspace(c.take(space_size), image.offset_size, image.length_size)
     if padded:
         c.align(8)
     return Attribute(name, kind, shape, c.buf[c.pos :])
+
+
+# Attributes of a file share a few types and shapes: decoded once each.
+@functools.lru_cache(maxsize=1024)
+def _cached_datatype(body: bytes, offset_size: int, length_size: int) -> DataType:
+    return datatype(Cursor(body, Image(_no_reads, 0, 0, offset_size, length_size)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_dataspace(
+    body: bytes, offset_size: int, length_size: int
+) -> tuple[tuple[int, ...] | None, tuple[int | None, ...]]:
+    return dataspace(body, Image(_no_reads, 0, 0, offset_size, length_size))
+
+
+def _no_reads(start: int, size: int) -> bytes:
+    raise NativeUnsupported("a datatype or dataspace that refers elsewhere in the file")
 
 
 @dataclass(frozen=True, slots=True)

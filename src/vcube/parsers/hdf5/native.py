@@ -171,8 +171,9 @@ class _Walk:
 
     # -- attributes ----------------------------------------------------------------------------
 
-    def raw_attributes(self, header: ObjectHeader) -> list[msg.Attribute]:
-        """An object's attributes in creation order where the file tracks it, else by name."""
+    def raw_attributes(self, header: ObjectHeader) -> dict[bytes, bytes]:
+        """An object's attribute messages by name, in creation order where the file tracks it,
+        else by name; each is decoded only when its value is needed."""
         message = header.find(msg.ATTRIBUTE_INFO)
         info = msg.dense_info(message.body, self.image, 2) if message is not None else None
         if info is not None and info.heap != UNDEFINED:
@@ -182,21 +183,22 @@ class _Walk:
                 if record[8] & 0x02:
                     raise NativeUnsupported("a shared attribute")
                 order = int.from_bytes(record[9:13], "little")
-                ordered.append((order, msg.attribute(heap.get(record[:8]), self.image)))
+                ordered.append((order, heap.get(record[:8])))
         else:
-            messages = header.all(msg.ATTRIBUTE)
-            ordered = [(m.order, msg.attribute(m.body, self.image)) for m in messages]
-        if header.attr_order_tracked:
-            ordered.sort(key=lambda pair: pair[0])
-            return [attr for _, attr in ordered]
-        return sorted((attr for _, attr in ordered), key=lambda attr: attr.name)
+            ordered = [(m.order, m.body) for m in header.all(msg.ATTRIBUTE)]
+        named = [(order, msg.attribute_name(body), body) for order, body in ordered]
+        named.sort(key=lambda entry: entry[0] if header.attr_order_tracked else entry[1])
+        return {name: body for _, name, body in named}
 
     def attributes(self, header: ObjectHeader) -> dict[str, Any]:
-        found = self.raw_attributes(header)
+        return self.values(self.raw_attributes(header))
+
+    def values(self, found: dict[bytes, bytes]) -> dict[str, Any]:
+        """The attributes' values, but those of the bookkeeping ones vcube does not need."""
         return {
-            key: self.value(attr)
-            for attr in found
-            if (key := decode(attr.name)) not in UNREAD_ATTRS
+            key: self.value(msg.attribute(body, self.image))
+            for raw, body in found.items()
+            if (key := decode(raw)) not in UNREAD_ATTRS
         }
 
     def value(self, attr: msg.Attribute) -> Any:
@@ -238,14 +240,11 @@ class _Walk:
             return None
         stored, maxshape = self.extent(header)
         found = self.raw_attributes(header)
-        attrs = {
-            key: self.value(attr)
-            for attr in found
-            if (key := decode(attr.name)) not in UNREAD_ATTRS
-        }
+        attrs = self.values(found)
         if is_pure_dimension(attrs):
             return None
-        dimension_list = next((a for a in found if a.name == b"DIMENSION_LIST"), None)
+        listed = found.get(b"DIMENSION_LIST")
+        dimension_list = msg.attribute(listed, self.image) if listed is not None else None
         return _Dataset(header, name, stored, maxshape, attrs, dimension_list)
 
     def extent(self, header: ObjectHeader) -> tuple[tuple[int, ...], tuple[int | None, ...]]:
@@ -378,12 +377,11 @@ class _Walk:
         length = stored[0] if stored else 0
         if not maxshape or maxshape[0] is not None:
             return length
-        attached = next(
-            (a for a in self.raw_attributes(header) if a.name == b"REFERENCE_LIST"), None
-        )
+        attached = self.raw_attributes(header).get(b"REFERENCE_LIST")
         if attached is None:
             return length
-        for dataset, axis in _reference_list(attached, self.image.offset_size):
+        entries = _reference_list(msg.attribute(attached, self.image), self.image.offset_size)
+        for dataset, axis in entries:
             extent = self.extents.get(dataset)
             if extent is None:
                 extent, _ = self.extent(self.header(dataset))

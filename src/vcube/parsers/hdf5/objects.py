@@ -65,14 +65,14 @@ class ObjectHeader:
 def read_superblock(image: Image, at: int) -> int:
     """Set `image`'s base address and integer sizes from the superblock at absolute offset `at`;
     return the root group's object header address."""
-    head = Cursor(bytes(image.read_absolute(at, 24)), image)
+    head = Cursor(image.read_absolute(at, 24), image)
     head.skip(8)  # signature, checked by detection
     version = head.u8()
     if version in (0, 1):
         head.skip(4)
         image.offset_size, image.length_size = head.u8(), head.u8()
         size = 24 + (4 if version == 1 else 0) + 4 * image.offset_size + 24 + 2 * image.offset_size
-        body = Cursor(bytes(image.read_absolute(at, size)), image, 24 + (4 if version == 1 else 0))
+        body = Cursor(image.read_absolute(at, size), image, 24 + (4 if version == 1 else 0))
         base = body.address()
         body.skip(image.offset_size)  # free space
         end = body.address()
@@ -80,7 +80,7 @@ def read_superblock(image: Image, at: int) -> int:
         root = body.address()
     elif version in (2, 3):
         image.offset_size, image.length_size = head.u8(), head.u8()
-        body = Cursor(bytes(image.read_absolute(at, 12 + 4 * image.offset_size)), image, 12)
+        body = Cursor(image.read_absolute(at, 12 + 4 * image.offset_size), image, 12)
         base = body.address()
         extension = body.address()
         if extension != UNDEFINED:

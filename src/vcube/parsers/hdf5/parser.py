@@ -12,7 +12,7 @@ import hdf5plugin  # noqa: F401  (registers the blosc, zstd, lz4, bzip2 filters 
 
 from vcube.errors import SourceNotFoundError, UnsupportedFormatError, VcubeError
 from vcube.manifests import ManifestGroup, ManifestStore
-from vcube.parsers.hdf5.binary import Image, NativeUnsupported, map_file
+from vcube.parsers.hdf5.binary import Image, NativeUnsupported, local_image
 from vcube.parsers.hdf5.native import native_group
 from vcube.parsers.hdf5.walker import Walker
 from vcube.readers import ObjectReader, ReadOptions, ReadStats
@@ -82,14 +82,10 @@ class HDFParser:
                 return None
         assert local is not None
         try:
-            image, mapped = map_file(local)
-        except (OSError, ValueError):  # missing, empty...: h5py says what is wrong
-            return None
-        with mapped:
-            try:
+            with local_image(local) as image:
                 return native_group(self, url, image, self.group)
-            except NativeUnsupported:
-                return None
+        except (NativeUnsupported, OSError):  # a missing file...: h5py says what is wrong
+            return None
 
     def _root(self, file: h5py.File, url: str) -> h5py.Group:
         if not self.group:
