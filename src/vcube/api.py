@@ -11,6 +11,7 @@ import xarray as xr
 import zarr.api.asynchronous
 from xarray.coding.times import TIME_UNITS
 from xarray.conventions import decode_cf_variable
+from xarray.indexes import PandasIndex
 from zarr.core.sync import sync
 
 from vcube.combine import combine as combine_datasets
@@ -284,7 +285,11 @@ def virtual_dataset(
         if k not in virtual_coords and k not in loaded_coords
     }
     # Loaded dimension coordinates get xarray's default index; virtual ones none.
-    indexes = xr.Coordinates(loaded_coords).xindexes if loaded_coords else {}
+    indexes = {
+        k: PandasIndex.from_variables({k: v}, options={})
+        for k, v in loaded_coords.items()
+        if v.dims == (k,)
+    }
     coords = xr.Coordinates(virtual_coords | loaded_coords, indexes=indexes)
     return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attributes))
 
