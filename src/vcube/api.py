@@ -324,7 +324,9 @@ def _load(
         array = arrays[name]
         attrs = decode_attributes(array.info.attributes, array.dtype)
         raw = xr.Variable(_dims(array), value, attrs=attrs)
-        decoded[name] = decode_cf_variable(name, raw, **kwargs) if _cf_encoded(raw) else raw
+        # Loaded once: xarray's decoding is lazy, and the index and the variable would each
+        # decode the values again.
+        decoded[name] = decode_cf_variable(name, raw, **kwargs).load() if _cf_encoded(raw) else raw
     return decoded
 
 

@@ -25,8 +25,11 @@ STORE_PHASE_CHANGE: Final = 0x10
 STORE_TIMES: Final = 0x20
 MSG_SHARED: Final = 0x02
 MSG_ORDER_TRACKED: Final = 0x04
-# A version 2 header message's type, size and flags, and its creation order where tracked.
+# A version 2 header message's type, size and flags, and its creation order where tracked;
+# a version 1 message's type, size and flags (and 3 reserved bytes).
 _ENTRY, _ORDERED_ENTRY = struct.Struct("<BHB"), struct.Struct("<BHBH")
+_V1_ENTRY = struct.Struct("<HHB3x")
+HEADER_READ: Final = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,29 +103,27 @@ def read_superblock(image: Image, at: int) -> int:
 
 def read_object_header(image: Image, address: int) -> ObjectHeader:
     """The messages of the object header at `address`, continuation blocks included."""
-    first = image.cursor(address, 16)
-    if first.buf[:4] == b"OHDR":
-        return _read_v2(image, address)
-    if first.buf[0] != 1:
-        raise NativeUnsupported(f"object header version {first.buf[0]}")
-    first.skip(8)  # version, reserved, message count, reference count
-    size = first.u32()
+    # One read usually holds the whole header: most are a few hundred bytes.
+    head = image.read(address, min(HEADER_READ, image.size - image.base - address))
+    if head[:4] == b"OHDR":
+        return _read_v2(image, address, head)
+    if head[:1] != b"\x01" or len(head) < 16:
+        raise NativeUnsupported("object header version")
+    size = int.from_bytes(head[8:12], "little")
     header = ObjectHeader(address)
     blocks = [(address + 16, size)]
     while blocks:
         start, size = blocks.pop(0)
-        cursor = image.cursor(start, size)
+        cursor = _block(image, head, address, start, size)
         while cursor.pos + 8 <= size:
-            kind, length, flags = cursor.u16(), cursor.u16(), cursor.u8()
-            cursor.skip(3)
-            body = cursor.take(length)
-            _add(header, blocks, Message(kind, flags, body), image)
+            kind, length, flags = _V1_ENTRY.unpack_from(cursor.buf, cursor.pos)
+            cursor.pos += 8
+            _add(header, blocks, image, kind, flags, cursor.take(length), 0)
     return header
 
 
-def _read_v2(image: Image, address: int) -> ObjectHeader:
-    prefix = image.cursor(address, 6 + 16 + 4 + 8)
-    prefix.skip(4)
+def _read_v2(image: Image, address: int, head: bytes) -> ObjectHeader:
+    prefix = Cursor(head, image, 4)
     if prefix.u8() != 2:
         raise NativeUnsupported("object header version")
     flags = prefix.u8()
@@ -131,32 +132,48 @@ def _read_v2(image: Image, address: int) -> ObjectHeader:
     if flags & STORE_PHASE_CHANGE:
         prefix.skip(4)
     size = prefix.uint(1 << (flags & 0x03))
-    header = ObjectHeader(address, attr_order_tracked=bool(flags & ATTR_ORDER_TRACKED))
-    blocks = [(address + prefix.pos, size, False)]
+    tracked = bool(flags & ATTR_ORDER_TRACKED)
+    entry = _ORDERED_ENTRY if tracked else _ENTRY
+    header = ObjectHeader(address, attr_order_tracked=tracked)
+    blocks = [(address + prefix.pos, size)]
+    continued = False
     while blocks:
-        start, size, continued = blocks.pop(0)
-        cursor = image.cursor(start, size)
+        start, size = blocks.pop(0)
+        cursor = _block(image, head, address, start, size)
         if continued:
             cursor.signature(b"OCHK")
-        end = size - (4 if continued else 0)
-        entry = _ORDERED_ENTRY if flags & ATTR_ORDER_TRACKED else _ENTRY
+        end = size - 4 if continued else size  # (a continuation block ends with a checksum)
+        continued = True
         while cursor.pos + entry.size <= end:
-            kind, length, mflags, *order = cursor.unpack(entry)
-            body = cursor.take(length)
-            pending: list[tuple[int, int]] = []
-            _add(header, pending, Message(kind, mflags, body, order[0] if order else 0), image)
-            blocks.extend((a, s, True) for a, s in pending)
+            kind, length, mflags, *order = entry.unpack_from(cursor.buf, cursor.pos)
+            cursor.pos += entry.size
+            order_value = order[0] if order else 0
+            _add(header, blocks, image, kind, mflags, cursor.take(length), order_value)
     return header
 
 
+def _block(image: Image, head: bytes, address: int, start: int, size: int) -> Cursor:
+    """A block of header messages, from the bytes already read when they hold it."""
+    offset = start - address
+    if offset >= 0 and offset + size <= len(head):
+        return Cursor(head[offset : offset + size], image)
+    return image.cursor(start, size)
+
+
 def _add(
-    header: ObjectHeader, blocks: list[tuple[int, int]], message: Message, image: Image
+    header: ObjectHeader,
+    blocks: list[tuple[int, int]],
+    image: Image,
+    kind: int,
+    flags: int,
+    body: bytes,
+    order: int,
 ) -> None:
-    if message.type == CONTINUATION:
-        body = Cursor(message.body, image)
-        blocks.append((body.address(), body.length()))
-    elif message.type != 0:
-        header.messages.append(message)
+    if kind == CONTINUATION:
+        continuation = Cursor(body, image)
+        blocks.append((continuation.address(), continuation.length()))
+    elif kind != 0:
+        header.messages.append(Message(kind, flags, body, order))
 
 
 def symbol_table_links(image: Image, btree: int, heap: int) -> list[tuple[bytes, int]]:
