@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import xarray as xr
 import zarr.api.asynchronous
-from xarray.coding.times import TIME_UNITS
 from xarray.conventions import decode_cf_variable
 from xarray.indexes import PandasIndex
 from zarr.core.sync import sync
@@ -22,9 +21,10 @@ from vcube.parallel import Parallel, RetryPolicy, get_executor
 from vcube.parsers import detect_parser
 from vcube.progress import Callback, make_callback
 from vcube.registry import ObjectStoreRegistry, expand_glob, normalize_url
+from vcube.times import decode_combined, decode_for_combine, is_time_encoded
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
     from xarray.core.types import CombineAttrsOptions, CompatOptions, JoinOptions
 
@@ -74,6 +74,28 @@ def open_virtual_dataset(
     xarray.Dataset
         Virtual variables hold `ManifestArray`s; loaded ones hold what netCDF4 reads.
     """
+    return _open(
+        url,
+        registry,
+        parser,
+        loadable_variables=loadable_variables,
+        decode_times=decode_times,
+        drop_variables=drop_variables,
+        group=group,
+    )
+
+
+def _open(
+    url: str | Path,
+    registry: ObjectStoreRegistry | None = None,
+    parser: Parser | None = None,
+    *,
+    loadable_variables: Iterable[str] | None = None,
+    decode_times: bool | None = None,
+    drop_variables: Iterable[str] | None = None,
+    group: str | None = None,
+    raw_times: bool = False,
+) -> xr.Dataset:
     url = normalize_url(url)
     registry = registry or ObjectStoreRegistry()
     loadable = None if loadable_variables is None else list(loadable_variables)
@@ -86,10 +108,16 @@ def open_virtual_dataset(
         loadable_variables=loadable,
         decode_times=decode_times,
         drop_variables=drop_variables,
+        raw_times=raw_times,
     )
     if store.read_stats is not None:
         ds.encoding[READ_STATS_KEY] = store.read_stats
     return ds
+
+
+def _open_with_raw_times(url: str, **kwargs: Any) -> xr.Dataset:
+    """`open_virtual_dataset` leaving loaded time variables encoded (`vcube.times`)."""
+    return _open(url, raw_times=True, **kwargs)
 
 
 def open_virtual_mfdataset(
@@ -153,8 +181,11 @@ def open_virtual_mfdataset(
     if not urls:
         raise VcubeError(f"no files match {paths!r}")
     policy = RetryPolicy(retries=retries) if isinstance(retries, int) else retries
+    # Time coordinates are decoded once after the combine, unless preprocess wants them decoded.
+    defer = preprocess is None and open_kwargs.get("decode_times") is not False
+    opener = _open_with_raw_times if defer else open_virtual_dataset
     tasks = [
-        Task(i, url, open_virtual_dataset, registry, parser, open_kwargs, preprocess, policy)
+        Task(i, url, opener, registry, parser, open_kwargs, preprocess, policy)
         for i, url in enumerate(urls)
     ]
     executor, owned = get_executor(parallel, max_workers=max_workers)
@@ -175,6 +206,9 @@ def open_virtual_mfdataset(
             f"{first.error_type}: {first.message})",
             report.failures,
         )
+    deferred: list[Hashable] = []
+    if defer:
+        datasets, deferred = decode_for_combine(datasets, open_kwargs.get("decode_times"))
     kwargs: dict[str, Any] = {
         "compat": compat,
         "data_vars": data_vars,
@@ -193,6 +227,7 @@ def open_virtual_mfdataset(
         combined = combine_datasets(datasets, concat_dim=None, by_coords=True, **kwargs)
     if not isinstance(combined, xr.Dataset):
         raise VcubeError("the files combined into a DataArray, not a Dataset")
+    combined = decode_combined(combined, deferred, open_kwargs.get("decode_times"))
     combined.encoding[REPORT_KEY] = report
     return combined
 
@@ -265,8 +300,10 @@ def virtual_dataset(
     loadable_variables: Iterable[str] | None = None,
     decode_times: bool | None = None,
     drop_variables: Iterable[str] | None = None,
+    raw_times: bool = False,
 ) -> xr.Dataset:
-    """The root group of a `ManifestStore` as a virtual dataset (see `open_virtual_dataset`)."""
+    """The root group of a `ManifestStore` as a virtual dataset (see `open_virtual_dataset`);
+    `raw_times` leaves loaded time variables encoded, for `vcube.times` to decode later."""
     group = store.group
     drop = set(drop_variables or ())
     arrays = {k: a for k, a in group.arrays.items() if k not in drop}
@@ -275,7 +312,7 @@ def virtual_dataset(
         name: _virtual_variable(array) for name, array in arrays.items() if name not in load
     }
     coord_names = _coordinate_names(arrays)
-    loaded = _load(store, arrays, load, decode_times)
+    loaded = _load(store, arrays, load, decode_times, raw_times)
     # Virtual coordinates get no index: an index would need their values.
     virtual_coords = {k: v for k, v in variables.items() if k in coord_names or v.dims == (k,)}
     loaded_coords = {k: v for k, v in loaded.items() if k in coord_names or v.dims == (k,)}
@@ -309,6 +346,7 @@ def _load(
     arrays: dict[str, ManifestArray],
     load: set[str],
     decode_times: bool | None,
+    raw_times: bool = False,
 ) -> dict[str, xr.Variable]:
     """Read the raw values of `load` through the store and decode each with xarray's CF
     decoding, as `xr.open_dataset` would."""
@@ -326,7 +364,9 @@ def _load(
         raw = xr.Variable(_dims(array), value, attrs=attrs)
         # Loaded once: xarray's decoding is lazy, and the index and the variable would each
         # decode the values again.
-        decoded[name] = decode_cf_variable(name, raw, **kwargs).load() if _cf_encoded(raw) else raw
+        if _cf_encoded(raw) and not (raw_times and is_time_encoded(raw)):
+            raw = decode_cf_variable(name, raw, **kwargs).load()
+        decoded[name] = raw
     return decoded
 
 
@@ -336,10 +376,7 @@ def _cf_encoded(variable: xr.Variable) -> bool:
     more than reading a small coordinate)."""
     if variable.dtype.kind not in "iuf" or not variable.dtype.isnative:
         return True
-    units = variable.attrs.get("units")
-    if isinstance(units, str) and ("since" in units or units.strip().lower() in TIME_UNITS):
-        return True
-    return any(key in variable.attrs for key in CF_CODING_ATTRS)
+    return is_time_encoded(variable) or any(key in variable.attrs for key in CF_CODING_ATTRS)
 
 
 async def _read_arrays(store: ManifestStore, names: list[str]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ def read_chunk_btree(image: Image, address: int, ndim: int) -> ChunkIndex:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _entry_dtype(ndim: int, offset_size: int) -> np.dtype[Any]:
     """A key (chunk size, filter mask, element offsets, and one more for the element itself)
     followed by the child it leads to; the node's last key, alone, is never read."""

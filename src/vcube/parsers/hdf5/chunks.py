@@ -62,36 +62,43 @@ def index_manifest(
     grid = grid_shape(shape, chunks)
     if not len(index.offsets):
         return ChunkManifest.empty(grid), []
-    positions = index.starts // np.array(chunks, dtype=np.int64)
-    skipped = [tuple(int(i) for i in row) for row in positions[index.masks != 0]]
-    if _is_complete(positions, grid, grid_shape(stored, chunks)):
+    stored_grid = grid_shape(stored, chunks)
+    skipped: list[tuple[int, ...]] = []
+    if index.masks.any():
+        positions = index.starts[index.masks != 0] // np.array(chunks, dtype=np.int64)
+        inside = (positions < np.array(stored_grid, dtype=np.int64)).all(axis=1)
+        skipped = [tuple(int(i) for i in row) for row in positions[inside]]
+    if _is_complete(index.starts, grid, stored_grid, chunks):
         # Every chunk written and listed in C order: the columns are the lists as they come.
         path_ids = np.zeros(grid, dtype=np.int32)
         offsets, lengths = index.offsets.reshape(grid), index.lengths.reshape(grid)
     else:
-        stored_grid = grid_shape(stored, chunks)
+        positions = index.starts // np.array(chunks, dtype=np.int64)
         path_ids, offsets, lengths = _scattered(positions, index, grid, stored_grid)
-        skipped = [s for s in skipped if all(i < n for i, n in zip(s, stored_grid, strict=True))]
     manifest = ChunkManifest(paths=(url,), path_ids=path_ids, offsets=offsets, lengths=lengths)
     return manifest, skipped
 
 
 def _is_complete(
-    positions: np.ndarray[Any, Any], grid: tuple[int, ...], stored_grid: tuple[int, ...]
+    starts: np.ndarray[Any, Any],
+    grid: tuple[int, ...],
+    stored_grid: tuple[int, ...],
+    chunks: tuple[int, ...],
 ) -> bool:
-    """Whether the chunks at grid `positions` fill the whole grid in C order (the order in which
-    HDF5 lists a fully written dataset's chunks)."""
+    """Whether the chunks starting at `starts` fill the whole grid in C order (the order in
+    which HDF5 lists a fully written dataset's chunks)."""
     return (
-        len(positions) == math.prod(grid)
+        len(starts) == math.prod(grid)
         and grid == stored_grid
-        and bool(np.array_equal(positions, _c_order_positions(grid)))
+        and bool(np.array_equal(starts, _c_order_starts(grid, chunks)))
     )
 
 
 @functools.lru_cache(maxsize=32)
-def _c_order_positions(grid: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    """The grid position of every chunk, in C order."""
-    return np.indices(grid, dtype=np.int64).reshape(len(grid), -1).T
+def _c_order_starts(grid: tuple[int, ...], chunks: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """The first element of every chunk of a grid, in C order."""
+    positions = np.indices(grid, dtype=np.int64).reshape(len(grid), -1).T
+    return positions * np.array(chunks, dtype=np.int64)
 
 
 def _scattered(
