@@ -72,13 +72,14 @@ def _alike(first: xr.Dataset, other: xr.Dataset, name: Hashable) -> bool:
 
 
 def _same_attrs(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
-    if a.keys() != b.keys():
+    return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    left, right = np.asarray(a), np.asarray(b)
+    if left.dtype.kind != right.dtype.kind:
         return False
-    return all(np.array_equal(a[k], b[k], equal_nan=_is_float(a[k])) for k in a)
-
-
-def _is_float(value: Any) -> bool:
-    return np.asarray(value).dtype.kind in "fc"
+    return bool(np.array_equal(left, right, equal_nan=left.dtype.kind in "fc"))
 
 
 def _decode(ds: xr.Dataset, names: Sequence[Hashable], decode_times: bool | None) -> xr.Dataset:
