@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from vcube.parsers.hdf5.binary import UNDEFINED, Image, NativeUnsupported
+from vcube.parsers.hdf5.binary import UNDEFINED, Image
+from vcube.parsers.hdf5.objects import CHUNK_NODES, tree_node
 
 __all__ = ["ChunkIndex", "read_chunk_btree"]
 
@@ -32,11 +33,7 @@ def read_chunk_btree(image: Image, address: int, ndim: int) -> ChunkIndex:
     nodes = [address] if address != UNDEFINED else []
     while nodes:
         node = nodes.pop(0)
-        head = image.cursor(node, 8)
-        head.signature(b"TREE")
-        if head.u8() != 1:
-            raise NativeUnsupported("a chunk B-tree of another type")
-        level, count = head.u8(), head.u16()
+        level, count = tree_node(image, node, CHUNK_NODES)
         raw = image.read(node + prefix, count * entry.itemsize)
         entries = np.frombuffer(raw, dtype=entry, count=count)
         if level > 0:

@@ -16,6 +16,7 @@ __all__ = [
     "read_object_header",
     "read_superblock",
     "symbol_table_links",
+    "tree_node",
 ]
 
 CONTINUATION: Final = 0x10
@@ -30,6 +31,7 @@ MSG_ORDER_TRACKED: Final = 0x04
 _ENTRY, _ORDERED_ENTRY = struct.Struct("<BHB"), struct.Struct("<BHBH")
 _V1_ENTRY = struct.Struct("<HHB3x")
 HEADER_READ: Final = 512
+GROUP_NODES, CHUNK_NODES = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,16 @@ def _add(
         header.messages.append(Message(kind, flags, body, order))
 
 
+def tree_node(image: Image, address: int, kind: int) -> tuple[int, int]:
+    """The level (0: a leaf) and entry count of the version 1 B-tree node at `address`, which
+    must index groups (`GROUP_NODES`) or chunks (`CHUNK_NODES`)."""
+    head = image.cursor(address, 8)
+    head.signature(b"TREE")
+    if head.u8() != kind:
+        raise NativeUnsupported(f"a version 1 B-tree node of another type than {kind}")
+    return head.u8(), head.u16()
+
+
 def symbol_table_links(image: Image, btree: int, heap: int) -> list[tuple[bytes, int]]:
     """The (name, object header address) of every link of an old-style group, from its group
     B-tree (version 1, type 0) and local heap."""
@@ -184,11 +196,7 @@ def symbol_table_links(image: Image, btree: int, heap: int) -> list[tuple[bytes,
     nodes = [btree]
     while nodes:
         address = nodes.pop(0)
-        head = image.cursor(address, 8)
-        head.signature(b"TREE")
-        if head.u8() != 0:
-            raise NativeUnsupported("a group B-tree of another type")
-        level, entries = head.u8(), head.u16()
+        level, entries = tree_node(image, address, GROUP_NODES)
         prefix = 8 + 2 * image.offset_size  # then keys and children, interleaved
         size = prefix + entries * (image.length_size + image.offset_size) + image.length_size
         node = image.cursor(address, size)
