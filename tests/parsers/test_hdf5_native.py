@@ -105,6 +105,22 @@ def test_groups_and_dropped_variables(group: str, tmp_path: Path) -> None:
     assert_same_tree(native, h5py_walk(parser, url))
 
 
+def test_group_using_the_dimensions_of_the_groups_above(tmp_path: Path) -> None:
+    path = tmp_path / "inherited.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", None)
+        nc.createVariable("time", "f8", ("time",))[:] = np.arange(5.0)
+        sub = nc.createGroup("forecast")
+        sub.createDimension("x", 3)
+        sub.createVariable("x", "i4", ("x",))[:] = [1, 2, 3]
+        sub.createGroup("member").createVariable("t2m", "f4", ("time", "x"))[:] = np.ones((5, 3))
+    parser, url = HDFParser(group="forecast/member"), normalize_url(path)
+    native = native_walk(parser, url)
+    assert native.arrays["t2m"].info.dimension_names == ("time", "x")
+    assert native.arrays["t2m"].shape == (5, 3)
+    assert_same_tree(native, h5py_walk(parser, url))
+
+
 def test_dense_links_and_attributes_in_creation_order(tmp_path: Path) -> None:
     """More than 8 variables and attributes: netCDF-C stores them in fractal heaps."""
     path = tmp_path / "dense.nc"

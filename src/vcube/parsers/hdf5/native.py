@@ -137,7 +137,11 @@ class _Walk:
         return ManifestGroup(arrays=arrays, groups=groups, attributes=json_value(attrs))
 
     def subgroup(self, header: ObjectHeader, name: str) -> ObjectHeader:
+        """The group `name` of the group at `header`, on the way to the one `group=` opens; the
+        names met on the way name the dimension scales of the groups above it."""
         links = dict(self.links(header))
+        for raw, address in links.items():
+            self.names.setdefault(address, raw)
         if name.encode() not in links:
             raise NativeUnsupported(f"no group {name!r}")
         child = self.header(links[name.encode()])
