@@ -111,3 +111,24 @@ def test_only_files_encoded_alike_wait_for_the_combine(tmp_path: Path) -> None:
     assert deferred == ["lead"]  # alike everywhere
     assert all(ds["time"].dtype.kind == "M" for ds in datasets)  # decoded file by file
     assert all(ds["lead"].dtype == raw[0]["lead"].dtype for ds in datasets)
+
+
+def test_a_time_variable_the_first_file_lacks_is_decoded(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.nc", tmp_path / "b.nc"
+    with netCDF4.Dataset(first, "w") as d:
+        d.createDimension("x", 3)
+        d.createVariable("x", "i4", ("x",))[:] = [0, 1, 2]
+        d.createVariable("a", "f4", ("x",))[:] = [1, 2, 3]
+    with netCDF4.Dataset(second, "w") as d:
+        d.createDimension("x", 3)
+        d.createVariable("x", "i4", ("x",))[:] = [0, 1, 2]
+        d.createDimension("t", 2)
+        t = d.createVariable("t", "f8", ("t",))
+        t.units = "days since 2000-01-01"
+        t[:] = [0, 1]
+        d.createVariable("b", "f4", ("t", "x"))[:] = np.ones((2, 3))
+    for paths in ([first, second], [second, first]):
+        ds = vcube.open_virtual_mfdataset(paths)
+        with xr.open_mfdataset(paths, engine="netcdf4") as want:
+            assert ds["t"].dtype == want["t"].dtype
+            np.testing.assert_array_equal(ds["t"].values, want["t"].values)

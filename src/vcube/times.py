@@ -38,8 +38,11 @@ def decode_for_combine(
     """Decode, file by file, the loaded time variables the files do not all encode alike; the
     names of the others, to decode once after the combine."""
     first = datasets[0]
-    names = [name for name, var in first.variables.items() if _loaded_time(var)]
-    shared = [name for name in names if all(_alike(first, ds, name) for ds in datasets[1:])]
+    # (a variable some file lacks, or holds virtual, is decoded file by file where loaded)
+    names = list(
+        dict.fromkeys(n for ds in datasets for n, v in ds.variables.items() if _loaded_time(v))
+    )
+    shared = [name for name in names if all(_alike(first, ds, name) for ds in datasets)]
     separate = [name for name in names if name not in shared]
     if separate:
         datasets = [
@@ -55,15 +58,14 @@ def decode_combined(
     return _decode(ds, [name for name in names if name in ds.variables], decode_times)
 
 
-def _loaded_time(var: xr.Variable) -> bool:
-    return not isinstance(var.data, ManifestArray) and is_time_encoded(var)
+def _loaded_time(var: xr.Variable | None) -> bool:
+    return var is not None and not isinstance(var.data, ManifestArray) and is_time_encoded(var)
 
 
 def _alike(first: xr.Dataset, other: xr.Dataset, name: Hashable) -> bool:
-    var = other.variables.get(name)
-    if var is None or not _loaded_time(var):
+    var, reference = other.variables.get(name), first.variables.get(name)
+    if var is None or reference is None or not _loaded_time(var):
         return False
-    reference = first.variables[name]
     return (
         var.dtype == reference.dtype
         and var.dims == reference.dims

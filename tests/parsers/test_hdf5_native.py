@@ -137,6 +137,48 @@ def test_dense_links_and_attributes_in_creation_order(tmp_path: Path) -> None:
     assert_same_tree(native, h5py_walk(parser, url))
 
 
+def test_four_byte_offsets_and_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "small.h5"
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_sizes(4, 4)
+    with h5py.File(h5py.h5f.create(bytes(path), h5py.h5f.ACC_TRUNC, fcpl=fcpl)) as f:
+        f["x"] = np.arange(4.0)
+        f["x"].make_scale("x")
+        f.create_dataset("v", data=np.arange(8.0).reshape(4, 2), chunks=(2, 2), compression="gzip")
+        f["v"].dims[0].attach_scale(f["x"])
+        f["v"].attrs["units"] = "m"  # a variable-length string: the global heap
+        f["v"].attrs["names"] = ["a", "bb", "ccc"]
+    parser, url = HDFParser(), normalize_url(path)
+    native = native_walk(parser, url)
+    assert native.arrays["v"].info.attributes["names"] == ["a", "bb", "ccc"]
+    assert_same_tree(native, h5py_walk(parser, url))
+
+
+def test_damaged_metadata_is_caught_by_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "v2.h5"
+    with h5py.File(path, "w", libver=("v108", "v108")) as f:
+        f.create_dataset("x", data=np.arange(10.0), chunks=(5,))
+        f["x"].attrs["units"] = np.bytes_(b"metres_per_second")  # in the object header
+    data = path.read_bytes()
+    at = data.index(b"metres_per_second")
+    path.write_bytes(data[:at] + b"M" + data[at + 1 :])
+    with pytest.raises(NativeUnsupported, match="checksum"):
+        native_walk(HDFParser(), normalize_url(path))
+    with pytest.raises(Exception, match=r"v2\.h5"):  # h5py names the damage
+        HDFParser()(str(path))
+
+
+def test_unallocated_contiguous_dataset_after_a_user_block(tmp_path: Path) -> None:
+    path = tmp_path / "userblock.h5"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset("never_written", shape=(4,), dtype="f4")
+        f["written"] = np.arange(3, dtype="i2")
+    parser, url = HDFParser(), normalize_url(path)
+    native = native_walk(parser, url)
+    assert native.arrays["never_written"].manifest.path_ids.tolist() == [-1]  # missing
+    assert_same_tree(native, h5py_walk(parser, url))
+
+
 def test_parser_uses_the_native_reader_and_falls_back(tmp_path: Path, monkeypatch: Any) -> None:
     netcdf = tmp_path / "plain.nc"
     with netCDF4.Dataset(netcdf, "w") as nc:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["Cursor", "Image", "NativeUnsupported", "local_image"]
+__all__ = ["Cursor", "Image", "NativeUnsupported", "check_sum", "local_image", "lookup3"]
 
 
 class NativeUnsupported(Exception):
@@ -63,6 +63,55 @@ def local_image(path: str) -> Iterator[Image]:
         yield Image(read, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+_WORDS = struct.Struct("<3I")
+_MASK = 0xFFFFFFFF
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & _MASK
+
+
+def lookup3(data: bytes) -> int:
+    """Bob Jenkins' lookup3 hash (`hashlittle`, seed 0): the checksum of HDF5's version 2
+    metadata (superblocks, object headers, B-trees, fractal heaps)."""
+    a = b = c = (0xDEADBEEF + len(data)) & _MASK
+    tail = len(data) % 12 or (12 if data else 0)
+    body = len(data) - tail
+    for pos in range(0, body, 12):
+        x, y, z = _WORDS.unpack_from(data, pos)
+        a, b, c = (a + x) & _MASK, (b + y) & _MASK, (c + z) & _MASK
+        a = ((a - c) & _MASK) ^ _rot(c, 4)
+        c = (c + b) & _MASK
+        b = ((b - a) & _MASK) ^ _rot(a, 6)
+        a = (a + c) & _MASK
+        c = ((c - b) & _MASK) ^ _rot(b, 8)
+        b = (b + a) & _MASK
+        a = ((a - c) & _MASK) ^ _rot(c, 16)
+        c = (c + b) & _MASK
+        b = ((b - a) & _MASK) ^ _rot(a, 19)
+        a = (a + c) & _MASK
+        c = ((c - b) & _MASK) ^ _rot(b, 4)
+        b = (b + a) & _MASK
+    if not tail:
+        return c
+    x, y, z = _WORDS.unpack(data[body:] + bytes(12 - tail))
+    a, b, c = (a + x) & _MASK, (b + y) & _MASK, (c + z) & _MASK
+    c = ((c ^ b) - _rot(b, 14)) & _MASK
+    a = ((a ^ c) - _rot(c, 11)) & _MASK
+    b = ((b ^ a) - _rot(a, 25)) & _MASK
+    c = ((c ^ b) - _rot(b, 16)) & _MASK
+    a = ((a ^ c) - _rot(c, 4)) & _MASK
+    b = ((b ^ a) - _rot(a, 14)) & _MASK
+    return ((c ^ b) - _rot(b, 24)) & _MASK
+
+
+def check_sum(block: bytes, what: str) -> None:
+    """Raise `NativeUnsupported` unless `block` ends with the lookup3 checksum of the rest (h5py
+    then reports the damage)."""
+    if len(block) < 4 or lookup3(block[:-4]) != int.from_bytes(block[-4:], "little"):
+        raise NativeUnsupported(f"a wrong checksum in {what}")
 
 
 class Cursor:

@@ -173,7 +173,9 @@ def single_chunk_manifest(
         raw = np.ascontiguousarray(np.asarray(v.dataset()[()], dtype=dtype)).tobytes()
         return manifest.with_inline([first], [raw])
     offset = v.dsid.get_offset()
-    if offset is None:
+    # (an unallocated dataset after a user block has an "offset" of the undefined address
+    # plus the block's size, wrapped around: nothing is stored)
+    if offset is None or v.dsid.get_storage_size() == 0:
         return manifest
     path_ids, offsets, lengths = manifest.path_ids, manifest.offsets, manifest.lengths
     path_ids[first] = 0

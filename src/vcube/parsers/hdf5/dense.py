@@ -13,7 +13,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from vcube.parsers.hdf5.binary import UNDEFINED, NativeUnsupported
+from vcube.parsers.hdf5.binary import UNDEFINED, NativeUnsupported, check_sum
 
 if TYPE_CHECKING:
     from vcube.parsers.hdf5.binary import Cursor, Image
@@ -54,11 +54,13 @@ class _BTree:
             raise NativeUnsupported(f"a v2 B-tree node at {address} is out of bounds")
         size = self.record_size
         if depth == 0:
-            cur = self.image.cursor(address, 6 + nrec * size)
+            cur = self.image.cursor(address, 6 + nrec * size + 4)
+            check_sum(cur.buf, "a v2 B-tree leaf")
             self.prefix(cur, b"BTLF")
             return self.records(cur, nrec)
         pointer = self.image.offset_size + self.count_size + self.total_sizes[depth - 1]
-        cur = self.image.cursor(address, 6 + nrec * size + (nrec + 1) * pointer)
+        cur = self.image.cursor(address, 6 + nrec * size + (nrec + 1) * pointer + 4)
+        check_sum(cur.buf, "a v2 B-tree node")
         self.prefix(cur, b"BTIN")
         records = self.records(cur, nrec)
         out: list[bytes] = []
@@ -99,6 +101,7 @@ def btree_records(image: Image, address: int, kind: int | None = None) -> list[b
         Each record's raw bytes (as long as the header's record size).
     """
     cur = image.cursor(address, 16 + image.offset_size + 2 + image.length_size + 4)
+    check_sum(cur.buf, "a v2 B-tree header")
     cur.signature(b"BTHD")
     version, tree_kind = cur.u8(), cur.u8()
     if version != 0 or (kind is not None and tree_kind != kind):
@@ -151,14 +154,15 @@ class FractalHeap:
     def __init__(self, image: Image, address: int) -> None:
         self.image = image
         length, offset = image.length_size, image.offset_size
-        cur = image.cursor(address, 22 + 12 * length + 3 * offset)
+        cur = image.cursor(address, 22 + 12 * length + 3 * offset + 4)
+        check_sum(cur.buf, "a fractal heap header")
         cur.signature(b"FRHP")
         if cur.u8() != 0:
             raise NativeUnsupported("a fractal heap of an unknown version")
         self.id_size, filter_size = cur.u16(), cur.u16()
         if filter_size:
             raise NativeUnsupported("a filtered fractal heap")
-        cur.skip(1)  # flags: wrapped huge IDs, direct-block checksums (never verified here)
+        cur.skip(1)  # flags: wrapped huge IDs, direct-block checksums (not verified)
         max_object = cur.u32()
         cur.skip(2 * length + 2 * offset)  # huge objects and free-space bookkeeping
         self.managed_size = cur.length()
@@ -259,9 +263,9 @@ class FractalHeap:
         if address not in self._indirect:
             prefix = 5 + self.image.offset_size + self.offset_size
             count = rows * self.width
-            cur, block_offset = self._block_prefix(
-                address, prefix + count * self.image.offset_size, b"FHIB"
-            )
+            size = prefix + count * self.image.offset_size + 4
+            cur, block_offset = self._block_prefix(address, size, b"FHIB")
+            check_sum(cur.buf, "a fractal heap indirect block")
             self._indirect[address] = (block_offset, [cur.address() for _ in range(count)])
         return self._indirect[address]
 

@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported
+from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported, check_sum
 
 __all__ = [
     "GlobalHeap",
@@ -85,7 +85,9 @@ def read_superblock(image: Image, at: int) -> int:
         root = body.address()
     elif version in (2, 3):
         image.offset_size, image.length_size = head.u8(), head.u8()
-        body = Cursor(image.read_absolute(at, 12 + 4 * image.offset_size), image, 12)
+        block = image.read_absolute(at, 12 + 4 * image.offset_size + 4)
+        check_sum(block, "the superblock")
+        body = Cursor(block, image, 12)
         base = body.address()
         extension = body.address()
         if extension != UNDEFINED:
@@ -134,6 +136,7 @@ def _read_v2(image: Image, address: int, head: bytes) -> ObjectHeader:
     if flags & STORE_PHASE_CHANGE:
         prefix.skip(4)
     size = prefix.uint(1 << (flags & 0x03))
+    check_sum(_chunk(image, head, address, address, prefix.pos + size + 4), "an object header")
     tracked = bool(flags & ATTR_ORDER_TRACKED)
     entry = _ORDERED_ENTRY if tracked else _ENTRY
     header = ObjectHeader(address, attr_order_tracked=tracked)
@@ -143,6 +146,7 @@ def _read_v2(image: Image, address: int, head: bytes) -> ObjectHeader:
         start, size = blocks.pop(0)
         cursor = _block(image, head, address, start, size)
         if continued:
+            check_sum(cursor.buf, "an object header continuation block")
             cursor.signature(b"OCHK")
         end = size - 4 if continued else size  # (a continuation block ends with a checksum)
         continued = True
@@ -156,10 +160,15 @@ def _read_v2(image: Image, address: int, head: bytes) -> ObjectHeader:
 
 def _block(image: Image, head: bytes, address: int, start: int, size: int) -> Cursor:
     """A block of header messages, from the bytes already read when they hold it."""
+    return Cursor(_chunk(image, head, address, start, size), image)
+
+
+def _chunk(image: Image, head: bytes, address: int, start: int, size: int) -> bytes:
+    """`size` bytes at `start`, from `head` (read at `address`) when it holds them."""
     offset = start - address
     if offset >= 0 and offset + size <= len(head):
-        return Cursor(head[offset : offset + size], image)
-    return image.cursor(start, size)
+        return head[offset : offset + size]
+    return image.read(start, size)
 
 
 def _add(
@@ -262,12 +271,15 @@ class GlobalHeap:
         head.skip(4)
         size = head.length()
         cursor = image.cursor(address, size)
+        # The collection's header and each object's are padded to 8 bytes, as the data are.
         cursor.skip(8 + image.length_size)
+        cursor.align(8)
         objects = {}
         while cursor.pos + 8 + image.length_size <= size:
             index = cursor.u16()
             cursor.skip(6)  # reference count, reserved
             length = cursor.length()
+            cursor.align(8)
             if index == 0:  # free space: the rest of the collection
                 break
             objects[index] = cursor.take(length)
