@@ -18,7 +18,7 @@ from hdf5_files import HDF5_CASES, NETCDF_CASES
 from vcube import HDFParser
 from vcube.manifests import ManifestArray, ManifestGroup
 from vcube.parsers.hdf5 import parser as parser_module
-from vcube.parsers.hdf5.binary import NativeUnsupported, local_image
+from vcube.parsers.hdf5.binary import NativeUnsupported, _hdf5_lookup3, local_image, lookup3
 from vcube.parsers.hdf5.native import native_group
 from vcube.parsers.hdf5.parser import _open_hdf5
 from vcube.parsers.hdf5.walker import Walker
@@ -152,6 +152,17 @@ def test_four_byte_offsets_and_lengths(tmp_path: Path) -> None:
     native = native_walk(parser, url)
     assert native.arrays["v"].info.attributes["names"] == ["a", "bb", "ccc"]
     assert_same_tree(native, h5py_walk(parser, url))
+
+
+def test_lookup3_matches_hdf5s_own() -> None:
+    assert lookup3(b"") == 0xDEADBEEF  # Bob Jenkins' test vectors
+    assert lookup3(b"Four score and seven years ago") == 0x17770551
+    hdf5 = _hdf5_lookup3()
+    assert hdf5 is not None  # h5py's wheel ships libhdf5 with the symbol
+    rng = np.random.default_rng(0)
+    for size in (1, 11, 12, 13, 24, 25, 400, 4099):
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert hdf5(data) == lookup3(data)
 
 
 def test_damaged_metadata_is_caught_by_its_checksum(tmp_path: Path) -> None:
