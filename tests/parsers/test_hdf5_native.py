@@ -190,6 +190,74 @@ def test_unallocated_contiguous_dataset_after_a_user_block(tmp_path: Path) -> No
     assert_same_tree(native, h5py_walk(parser, url))
 
 
+def string_type(size: int, padding: int) -> h5py.h5t.TypeID:
+    kind = h5py.h5t.C_S1.copy()
+    kind.set_size(size)
+    kind.set_strpad(padding)
+    return kind
+
+
+@pytest.mark.parametrize(
+    ("padding", "value", "read"),
+    [
+        (h5py.h5t.STR_SPACEPAD, b"abc   ", b"abc"),
+        (h5py.h5t.STR_NULLTERM, b"ab\0cd", b"ab"),
+        (h5py.h5t.STR_NULLPAD, b"ab\0cd", b"ab\0cd"),
+    ],
+    ids=["spacepad", "nullterm", "nullpad"],
+)
+def test_fixed_length_strings_as_h5py_converts_them(
+    padding: int, value: bytes, read: bytes, tmp_path: Path
+) -> None:
+    """Attributes, compact datasets and fill values of every padding (Fortran writes spaces)."""
+    path = tmp_path / "strings.h5"
+    kind, size = string_type(len(value), padding), f"S{len(value)}"
+    with h5py.File(path, "w") as f:
+        attr = h5py.h5a.create(f.id, b"title", kind, h5py.h5s.create(h5py.h5s.SCALAR))
+        attr.write(np.array(value, dtype=size), mtype=kind)
+        compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        compact.set_layout(h5py.h5d.COMPACT)
+        compact.set_fill_value(np.array([value], dtype=size))
+        data = h5py.h5d.create(f.id, b"s", kind, h5py.h5s.create_simple((2,)), dcpl=compact)
+        data.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array([value, value], dtype=size), mtype=kind)
+    with h5py.File(path) as f:
+        assert f.attrs["title"] == read  # what h5py makes of it
+    parser, url = HDFParser(), normalize_url(path)
+    native = native_walk(parser, url)
+    assert native.attributes["title"] == read.decode("utf-8", "replace")
+    assert_same_tree(native, h5py_walk(parser, url))
+
+
+def test_empty_attributes_of_every_kind(tmp_path: Path) -> None:
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["text"] = h5py.Empty(h5py.string_dtype())
+        f.attrs["fixed"] = h5py.Empty("S5")
+        f.attrs["number"] = h5py.Empty("f4")
+    parser, url = HDFParser(), normalize_url(path)
+    assert_same_tree(native_walk(parser, url), h5py_walk(parser, url))
+
+
+def test_what_only_h5py_reads_is_left_to_it(tmp_path: Path) -> None:
+    """A float that is not IEEE 754, a committed (shared) attribute type: h5py reads them."""
+    odd = tmp_path / "odd_float.h5"
+    with h5py.File(odd, "w") as f:
+        f["x"] = np.arange(3)
+        kind = h5py.h5t.IEEE_F64LE.copy()
+        kind.set_ebias(1000)
+        attr = h5py.h5a.create(f["x"].id, b"w", kind, h5py.h5s.create(h5py.h5s.SCALAR))
+        attr.write(np.array(2.0, "f8"))
+    shared = tmp_path / "committed.h5"
+    with h5py.File(shared, "w") as f:
+        f["T"] = np.dtype("<f4")
+        f["y"] = np.arange(3)
+        f["y"].attrs.create("a", data=np.arange(2, dtype="f4"), dtype=f["T"])
+    with pytest.raises(NativeUnsupported, match="IEEE"):
+        native_walk(HDFParser(), normalize_url(odd))
+    with pytest.raises(NativeUnsupported, match="shared"):
+        native_walk(HDFParser(), normalize_url(shared))
+
+
 def test_parser_uses_the_native_reader_and_falls_back(tmp_path: Path, monkeypatch: Any) -> None:
     netcdf = tmp_path / "plain.nc"
     with netCDF4.Dataset(netcdf, "w") as nc:

@@ -4,6 +4,7 @@ data layout, filter pipeline, attributes and links (HDF5 file format, section IV
 from __future__ import annotations
 
 import functools
+import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,6 +52,17 @@ FILTER_NAMES: Final = {
     6: "scaleoffset",
 }
 _STRING, _VLEN_STRING, _NUMBER, _REFERENCE, _VLEN = "S", "vlen-str", "number", "ref", "vlen"
+NULLTERM, NULLPAD, SPACEPAD = 0, 1, 2
+# A float's bit offset, precision, exponent location and size, mantissa location and size and
+# exponent bias, as IEEE 754 has them; and its class bits beyond the byte order (the sign's
+# position, an implied mantissa bit). Anything else is left to h5py.
+_FLOAT_FIELDS = struct.Struct("<HHBBBBI")
+IEEE_FLOATS: Final = {
+    2: (0, 16, 10, 5, 0, 10, 15),
+    4: (0, 32, 23, 8, 0, 23, 127),
+    8: (0, 64, 52, 11, 0, 52, 1023),
+}
+_IEEE_BITS: Final = {2: 15 << 8 | 0x20, 4: 31 << 8 | 0x20, 8: 63 << 8 | 0x20}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,18 @@ class DataType:
     dtype: np.dtype[Any]
     base: DataType | None = None  # the element type of a variable-length sequence
     fields: tuple[tuple[bytes, int, DataType], ...] = ()  # a compound's (name, offset, type)
+    padding: int = NULLPAD  # a fixed-length string's: NULLTERM, NULLPAD or SPACEPAD
+
+    def strings(self, data: bytes, count: int) -> np.ndarray[Any, Any]:
+        """`count` fixed-length strings as h5py reads them: converted to its null-padded type,
+        which ends a null-terminated string at its first null and strips a space-padded one."""
+        size = self.dtype.itemsize
+        items = [data[i * size : (i + 1) * size] for i in range(count)]
+        if self.padding == NULLTERM:
+            items = [item.split(b"\0", 1)[0] for item in items]
+        elif self.padding == SPACEPAD:
+            items = [item.rstrip(b" ") for item in items]
+        return np.array(items, dtype=self.dtype)
 
 
 def dataspace(body: bytes, image: Image) -> tuple[tuple[int, ...] | None, tuple[int | None, ...]]:
@@ -93,17 +117,17 @@ def datatype(c: Cursor) -> DataType:
     size = c.u32()
     order = ">" if bits & 1 else "<"
     if cls == 0:  # fixed-point
-        c.skip(4)
-        if size not in (1, 2, 4, 8):
-            raise NativeUnsupported(f"a {size}-byte integer")
+        offset, precision = c.u16(), c.u16()
+        if size not in (1, 2, 4, 8) or bits & 0x06 or (offset, precision) != (0, 8 * size):
+            raise NativeUnsupported(f"a {size}-byte integer of {precision} bits at {offset}")
         return DataType(_NUMBER, np.dtype(f"{order}{'i' if bits & 0x08 else 'u'}{size}"))
     if cls == 1:  # floating point
-        c.skip(12)
-        if size not in (2, 4, 8) or bits & 0x40:
-            raise NativeUnsupported(f"a {size}-byte float")
+        fields = c.unpack(_FLOAT_FIELDS)
+        if fields != IEEE_FLOATS.get(size) or bits & ~0x01 != _IEEE_BITS.get(size):
+            raise NativeUnsupported(f"a {size}-byte float that is not IEEE 754")
         return DataType(_NUMBER, np.dtype(f"{order}f{size}"))
     if cls == 3:
-        return DataType(_STRING, np.dtype(f"S{size}"))
+        return DataType(_STRING, np.dtype(f"S{size}"), padding=bits & 0x0F)
     if cls == 6:
         return _compound(c, version, bits & 0xFFFF, size)
     if cls == 7 and bits & 0x0F == 0 and version < 4:
@@ -146,7 +170,7 @@ def fill_value(body: bytes, image: Image) -> bytes | None:
     if version in (1, 2):
         c.skip(2)
         defined = c.u8()
-        if version == 1 or defined:
+        if defined:
             size = c.u32()
             return c.take(size) if size else None
         raise NativeUnsupported("an undefined fill value")
@@ -163,31 +187,86 @@ def fill_value(body: bytes, image: Image) -> bytes | None:
 @dataclass(frozen=True, slots=True)
 class Layout:
     """Where a dataset's bytes are: `compact` (inline `data`), `contiguous` (`address`, `size`)
-    or `chunked` (a version 1 B-tree at `address`, chunks of `chunks`)."""
+    or `chunked` (chunks of `chunks`, `element_size` bytes per element, found through the chunk
+    index at `address`).
+
+    A chunked layout also says which `index` it uses (0: version 1 B-tree, the only one of
+    message version 3; then 1: single chunk, 2: implicit, 3: fixed array, 4: extensible array,
+    5: version 2 B-tree), that index's creation parameters `index_params` (fixed array: page
+    bits; extensible array: element bits, index block elements, super block minimum data block
+    pointers, data block minimum elements, page bits; version 2 B-tree: node size, split and
+    merge percentages), its `flags` (1: partial edge chunks unfiltered, 2: a filtered single
+    chunk) and, for a filtered single chunk, its stored size and filter mask.
+    """
 
     kind: str
     address: int = UNDEFINED
     size: int = 0
     chunks: tuple[int, ...] = ()
     data: bytes = b""
+    version: int = 3  # of the message: 3, 4 or 5
+    flags: int = 0
+    index: int = 0
+    element_size: int = 0
+    index_params: tuple[int, ...] = ()
+    filtered_size: int = 0
+    filter_mask: int = 0
+
+
+# Bytes of the creation parameters of each version 4 chunk index (single chunk and implicit
+# have none): fixed array, extensible array, version 2 B-tree (a 4-byte node size, then two).
+_INDEX_PARAMS: Final = {1: (), 2: (), 3: (1,), 4: (1, 1, 1, 1, 1), 5: (4, 1, 1)}
 
 
 def layout(body: bytes, image: Image) -> Layout:
     c = Cursor(body, image)
     version = c.u8()
-    if version not in (3, 4):
+    if version not in (3, 4, 5):
         raise NativeUnsupported(f"layout message version {version}")
     kind = c.u8()
     if kind == 0:
-        return Layout("compact", data=c.take(c.u16()))
+        return Layout("compact", data=c.take(c.u16()), version=version)
     if kind == 1:
-        return Layout("contiguous", address=c.address(), size=c.length())
+        return Layout("contiguous", address=c.address(), size=c.length(), version=version)
     if kind == 2 and version == 3:
         rank = c.u8()
         address = c.address()
         dims = tuple(c.u32() for _ in range(rank))
-        return Layout("chunked", address=address, chunks=dims[:-1])
+        if not all(dims):
+            raise NativeUnsupported(f"chunk dimensions {dims}")
+        return Layout("chunked", address=address, chunks=dims[:-1], element_size=dims[-1])
+    if kind == 2:
+        return _chunked_v4(c, version)
     raise NativeUnsupported(f"layout class {kind} (message version {version})")
+
+
+def _chunked_v4(c: Cursor, version: int) -> Layout:
+    """A version 4 or 5 chunked layout, after its class: as in version 3, the last of the
+    chunk's dimensions is the size of an element. (Version 5, of HDF5 2.0, is alike: only the
+    width of filtered chunk sizes in the index differs, which the index's headers tell.)"""
+    flags, rank, width = c.u8(), c.u8(), c.u8()
+    if flags & ~0x03 or not 2 <= rank <= 33 or not 1 <= width <= 8:
+        raise NativeUnsupported(f"a chunked layout of flags {flags}, rank {rank}")
+    dims = tuple(c.uint(width) for _ in range(rank))
+    index = c.u8()
+    if index not in _INDEX_PARAMS or not all(dims):
+        raise NativeUnsupported(f"chunk index type {index} of chunks {dims}")
+    filtered_size = filter_mask = 0
+    if index == 1 and flags & 0x02:
+        filtered_size, filter_mask = c.length(), c.u32()
+    params = tuple(c.uint(size) for size in _INDEX_PARAMS[index])
+    return Layout(
+        "chunked",
+        address=c.address(),
+        chunks=dims[:-1],
+        version=version,
+        flags=flags,
+        index=index,
+        element_size=dims[-1],
+        index_params=params,
+        filtered_size=filtered_size,
+        filter_mask=filter_mask,
+    )
 
 
 def filters(body: bytes, image: Image) -> tuple[tuple[int, int, tuple[int, ...], bytes], ...]:
@@ -231,8 +310,9 @@ def attribute_name(body: bytes) -> bytes:
 
 def attribute(body: bytes, image: Image) -> Attribute:
     c = Cursor(body, image)
-    version = c.u8()
-    c.skip(1)
+    version, flags = c.u8(), c.u8()
+    if flags & 0x03:
+        raise NativeUnsupported("an attribute of a shared datatype or dataspace")
     name_size, type_size, space_size = c.u16(), c.u16(), c.u16()
     if version == 3:
         c.skip(1)  # the name's character set

@@ -2,11 +2,12 @@
 decoded in Python and numpy, without h5py.
 
 It makes the same variables as the h5py `Walker` (same names, dimensions, attributes, fill
-values, codecs and chunk references) for what it decodes: the layouts, types and messages
-NetCDF4 and common HDF5 files are made of. It never raises errors of its own: anything else
-(shared messages, soft and external links, compound variables, variable-length string variables,
-new chunk indexes, chunks stored with filters skipped...) raises `NativeUnsupported`, and
-`HDFParser` walks the file with h5py instead, which reads or refuses it as before.
+values, codecs and chunk references) for what it decodes: the layouts, types, messages and
+chunk indexes NetCDF4 and common HDF5 files are made of, checksums verified. It never raises
+errors of its own: anything else (shared messages, soft and external links, compound and enum
+variables, variable-length string variables, chunks stored with filters skipped, damaged
+metadata...) raises `NativeUnsupported`, and `HDFParser` walks the file with h5py instead, which
+reads or refuses it as before.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vcube.manifests.metadata import array_metadata
 from vcube.parsers.hdf5 import messages as msg
 from vcube.parsers.hdf5.attributes import HIDDEN_ATTRS, UNREAD_ATTRS, decode
 from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported
-from vcube.parsers.hdf5.chunk_index import read_chunk_btree
+from vcube.parsers.hdf5.chunk_index import read_chunk_index
 from vcube.parsers.hdf5.chunks import index_manifest
 from vcube.parsers.hdf5.dense import FractalHeap, btree_records
 from vcube.parsers.hdf5.dimensions import NON_COORD_PREFIX, PhonyDims, is_pure_dimension
@@ -209,10 +210,12 @@ class _Walk:
         """An attribute's value as h5py reads it (see `attributes.read_attribute`)."""
         kind, dtype, shape = attr.type.kind, attr.type.dtype, attr.shape
         if shape is None:
-            return "" if kind in ("S", "vlen-str") else np.empty(0, dtype)
+            return "" if kind == "S" else np.empty(0, dtype)
         count = math.prod(shape)
-        if kind in ("number", "S"):
+        if kind == "number":
             values = np.frombuffer(attr.data, dtype=dtype, count=count).reshape(shape)
+        elif kind == "S":
+            values = attr.type.strings(attr.data, count).reshape(shape)
         elif kind == "vlen-str":
             texts = [
                 item.decode("utf-8", "surrogateescape") for item in self.vlen_items(attr, count)
@@ -273,23 +276,25 @@ class _Walk:
         if header.find(msg.EXTERNAL_FILES) is not None:
             raise NativeUnsupported("external storage")
         layout = msg.layout(_message(header, msg.LAYOUT).body, self.image)
-        manifest, chunks, codecs = self.storage(found, layout, shape, dtype.dtype)
+        manifest, chunks, codecs = self.storage(found, layout, shape, dtype)
         info = array_metadata(
             shape=shape,
             dtype=dtype.dtype,
             chunks=chunks,
             codecs=codecs,
-            fill_value=self.fill_value(header, dtype.dtype),
+            fill_value=self.fill_value(header, dtype),
             dimension_names=dims,
             attributes=encode_attributes(attrs, dtype.dtype),
         )
         return ManifestArray(info, manifest, name=found.name)
 
     def storage(
-        self, found: _Dataset, layout: msg.Layout, shape: tuple[int, ...], dtype: np.dtype[Any]
+        self, found: _Dataset, layout: msg.Layout, shape: tuple[int, ...], kind: msg.DataType
     ) -> tuple[ChunkManifest, tuple[int, ...], list[Any]]:
         """The manifest, chunk shape and codecs of a dataset's stored bytes."""
-        stored = found.stored
+        stored, dtype = found.stored, kind.dtype
+        if layout.element_size and layout.element_size != dtype.itemsize:
+            raise NativeUnsupported("chunks of elements of another size than the datatype's")
         if layout.kind == "chunked":
             pipeline = found.header.find(msg.FILTERS)
             filters = msg.filters(pipeline.body, self.image) if pipeline is not None else ()
@@ -301,7 +306,7 @@ class _Walk:
                 raise NativeUnsupported("a chunk shape of another rank")
             if not math.prod(stored):
                 return ChunkManifest.empty(grid_shape(shape, chunks)), chunks, list(codecs)
-            index = read_chunk_btree(self.image, layout.address, len(shape))
+            index = read_chunk_index(self.image, layout, stored, found.maxshape)
             manifest, skipped = index_manifest(self.url, shape, stored, chunks, index)
             if skipped:
                 raise NativeUnsupported("chunks stored with filters skipped")
@@ -312,10 +317,13 @@ class _Walk:
         if not math.prod(stored):
             return manifest, chunks, []
         if layout.kind == "compact":
-            nbytes = math.prod(stored) * dtype.itemsize
-            if len(layout.data) < nbytes:
+            count = math.prod(stored)
+            if len(layout.data) < count * dtype.itemsize:
                 raise NativeUnsupported("compact data shorter than its dataset")
-            return manifest.with_inline([first], [layout.data[:nbytes]]), chunks, []
+            data = layout.data[: count * dtype.itemsize]
+            if kind.kind == "S":  # held as h5py reads the strings
+                data = kind.strings(data, count).tobytes()
+            return manifest.with_inline([first], [data]), chunks, []
         if layout.address == UNDEFINED:
             return manifest, chunks, []
         path_ids, offsets, lengths = manifest.path_ids, manifest.offsets, manifest.lengths
@@ -325,8 +333,9 @@ class _Walk:
         refs = ChunkManifest(paths=(self.url,), path_ids=path_ids, offsets=offsets, lengths=lengths)
         return refs, chunks, []
 
-    def fill_value(self, header: ObjectHeader, dtype: np.dtype[Any]) -> Any:
+    def fill_value(self, header: ObjectHeader, kind: msg.DataType) -> Any:
         """The fill value as `layout._fill_value` reads it through h5py."""
+        dtype = kind.dtype
         message = header.find(msg.FILL_VALUE)
         if message is None and header.find(msg.OLD_FILL_VALUE) is not None:
             raise NativeUnsupported("an old-style fill value message")
@@ -336,7 +345,7 @@ class _Walk:
         if len(raw) != dtype.itemsize:
             raise NativeUnsupported("a fill value of another size")
         if dtype.kind == "S":
-            return np.frombuffer(raw, dtype=dtype)[0]
+            return kind.strings(raw, 1)[0]
         value = np.frombuffer(raw, dtype=dtype)[0]
         return value.item() if dtype.kind != "c" else complex(value)
 
