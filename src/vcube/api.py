@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import xarray as xr
 import zarr.api.asynchronous
 from xarray.conventions import decode_cf_variable
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["open_virtual_dataset", "open_virtual_mfdataset", "virtual_dataset"]
 
 REPORT_KEY = "vcube_report"
+# Coordinates up to this many values share their index between files (`_default_index`).
+SHARED_INDEX_SIZE = 4096
 # What xarray's CF coders act on besides time units (see `_cf_encoded`).
 CF_CODING_ATTRS = frozenset(
     {"_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "dtype", "_Encoding"}
@@ -322,13 +326,25 @@ def virtual_dataset(
         if k not in virtual_coords and k not in loaded_coords
     }
     # Loaded dimension coordinates get xarray's default index; virtual ones none.
-    indexes = {
-        k: PandasIndex.from_variables({k: v}, options={})
-        for k, v in loaded_coords.items()
-        if v.dims == (k,)
-    }
+    indexes = {k: _default_index(k, v) for k, v in loaded_coords.items() if v.dims == (k,)}
     coords = xr.Coordinates(virtual_coords | loaded_coords, indexes=indexes)
     return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attributes))
+
+
+def _default_index(name: str, variable: xr.Variable) -> PandasIndex:
+    """xarray's default index of a dimension coordinate; the files of an archive mostly share
+    their coordinates (latitudes, longitudes, levels), so a small one's index is built once and
+    shared (xarray never changes an index in place)."""
+    values = variable.values
+    if values.size > SHARED_INDEX_SIZE or values.dtype.kind not in "iufcmM":
+        return PandasIndex.from_variables({name: variable}, options={})
+    return _shared_index(name, values.dtype.str, values.shape, values.tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_index(name: str, dtype: str, shape: tuple[int, ...], data: bytes) -> PandasIndex:
+    values = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return PandasIndex.from_variables({name: xr.Variable((name,), values)}, options={})
 
 
 def _variables_to_load(

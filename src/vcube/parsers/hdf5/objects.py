@@ -20,6 +20,11 @@ __all__ = [
 ]
 
 CONTINUATION: Final = 0x10
+# The messages a variable or a group is read from; the others (times, comments, reference
+# counts, group storage hints...) change nothing in what is read, and are not kept.
+KEPT: Final = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0B, 0x0C, 0x11, 0x15})
+LAST_KNOWN: Final = 0x18
+FAIL_IF_UNKNOWN: Final = 0x80
 # Object header v2 flags: the width of chunk 0's size, and which optional fields follow.
 ATTR_ORDER_TRACKED: Final = 0x04
 STORE_PHASE_CHANGE: Final = 0x10
@@ -180,11 +185,13 @@ def _add(
     body: bytes,
     order: int,
 ) -> None:
-    if kind == CONTINUATION:
+    if kind in KEPT:
+        header.messages.append(Message(kind, flags, body, order))
+    elif kind == CONTINUATION:
         continuation = Cursor(body, image)
         blocks.append((continuation.address(), continuation.length()))
-    elif kind != 0:
-        header.messages.append(Message(kind, flags, body, order))
+    elif kind > LAST_KNOWN and flags & FAIL_IF_UNKNOWN:
+        raise NativeUnsupported(f"an object header message of unknown type {kind}")
 
 
 def tree_node(image: Image, address: int, kind: int) -> tuple[int, int]:
