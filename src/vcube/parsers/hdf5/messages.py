@@ -20,6 +20,9 @@ __all__ = [
     "Link",
     "attribute",
     "attribute_name",
+    "cached_dataspace",
+    "cached_datatype",
+    "cached_filters",
     "dataspace",
     "datatype",
     "dense_info",
@@ -322,16 +325,31 @@ def attribute(body: bytes, image: Image) -> Attribute:
     name = c.take(name_size).rstrip(b"\0")
     if padded:
         c.align(8)
-    kind = _cached_datatype(c.take(type_size), image.offset_size, image.length_size)
+    kind = cached_datatype(c.take(type_size), image)
     if padded:
         c.align(8)
-    shape, _ = _cached_dataspace(c.take(space_size), image.offset_size, image.length_size)
+    shape, _ = cached_dataspace(c.take(space_size), image)
     if padded:
         c.align(8)
     return Attribute(name, kind, shape, c.buf[c.pos :])
 
 
-# Attributes of a file share a few types and shapes: decoded once each.
+# The objects of a file, and the files of an archive, share a few types, shapes and filter
+# pipelines: each is decoded once (the messages are immutable bytes, the results immutable).
+def cached_datatype(body: bytes, image: Image) -> DataType:
+    return _cached_datatype(body, image.offset_size, image.length_size)
+
+
+def cached_dataspace(
+    body: bytes, image: Image
+) -> tuple[tuple[int, ...] | None, tuple[int | None, ...]]:
+    return _cached_dataspace(body, image.offset_size, image.length_size)
+
+
+def cached_filters(body: bytes) -> tuple[tuple[int, int, tuple[int, ...], bytes], ...]:
+    return _cached_filters(body)
+
+
 @functools.lru_cache(maxsize=1024)
 def _cached_datatype(body: bytes, offset_size: int, length_size: int) -> DataType:
     return datatype(Cursor(body, Image(_no_reads, 0, 0, offset_size, length_size)))
@@ -342,6 +360,11 @@ def _cached_dataspace(
     body: bytes, offset_size: int, length_size: int
 ) -> tuple[tuple[int, ...] | None, tuple[int | None, ...]]:
     return dataspace(body, Image(_no_reads, 0, 0, offset_size, length_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_filters(body: bytes) -> tuple[tuple[int, int, tuple[int, ...], bytes], ...]:
+    return filters(body, Image(_no_reads, 0))
 
 
 def _no_reads(start: int, size: int) -> bytes:

@@ -258,7 +258,7 @@ class _Walk:
         space = header.find(msg.DATASPACE)
         if space is None:
             raise NativeUnsupported("a dataset without a dataspace")
-        shape, maxshape = msg.dataspace(space.body, self.image)
+        shape, maxshape = msg.cached_dataspace(space.body, self.image)
         if shape is None:
             raise NativeUnsupported("a dataset with a null dataspace")
         self.extents[header.address] = shape
@@ -270,7 +270,7 @@ class _Walk:
         attrs = {k: v for k, v in found.attrs.items() if k not in HIDDEN_ATTRS}
         header = found.header
         kind = _message(header, msg.DATATYPE)
-        dtype = msg.datatype(Cursor(kind.body, self.image))
+        dtype = msg.cached_datatype(kind.body, self.image)
         if dtype.kind not in ("number", "S"):
             raise NativeUnsupported(f"a variable of kind {dtype.kind}")
         if header.find(msg.EXTERNAL_FILES) is not None:
@@ -297,7 +297,7 @@ class _Walk:
             raise NativeUnsupported("chunks of elements of another size than the datatype's")
         if layout.kind == "chunked":
             pipeline = found.header.find(msg.FILTERS)
-            filters = msg.filters(pipeline.body, self.image) if pipeline is not None else ()
+            filters = msg.cached_filters(pipeline.body) if pipeline is not None else ()
             codecs = pipeline_codecs(filters, dtype.itemsize)
             if codecs is None:
                 raise NativeUnsupported("a filter without a codec")
