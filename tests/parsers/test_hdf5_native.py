@@ -13,8 +13,10 @@ import netCDF4
 import numpy as np
 import pytest
 import test_hdf5_edge_cases as edge
+import xarray as xr
 from hdf5_files import HDF5_CASES, NETCDF_CASES
 
+import vcube
 from vcube import HDFParser
 from vcube.manifests import ManifestArray, ManifestGroup
 from vcube.parsers.hdf5 import parser as parser_module
@@ -270,15 +272,32 @@ def test_parser_uses_the_native_reader_and_falls_back(tmp_path: Path, monkeypatc
     calls: list[str] = []
 
     class CountingWalker(Walker):
-        def __init__(self, parser: HDFParser, url: str, file: h5py.File) -> None:
+        def __init__(self, parser: HDFParser, url: str, file: h5py.File, image: Any) -> None:
             calls.append(url)
-            super().__init__(parser, url, file)
+            super().__init__(parser, url, file, image)
 
     monkeypatch.setattr(parser_module, "Walker", CountingWalker)
     assert HDFParser()(str(netcdf)).group.arrays["x"].shape == (3,)
     assert calls == []
     assert HDFParser()(str(strings)).group.arrays["names"].shape == (2,)
     assert calls == [normalize_url(strings)]
+
+
+def test_the_h5py_walk_takes_its_chunks_from_vcubes_index_reader(tmp_path: Path) -> None:
+    """A file only h5py walks (a variable-length string variable) holding an extensible array
+    whose unlimited axis is not the first, whose chunks HDF5 2.0's chunk_iter misplaces."""
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        f["names"] = np.array(["a", "bb"], dtype=h5py.string_dtype())
+        wide = f.create_dataset("wide", (5, 100), maxshape=(8, None), chunks=(2, 3), dtype="f4")
+        wide[...] = np.arange(500, dtype="f4").reshape(5, 100)
+        expected = wide[...]
+    with pytest.raises(NativeUnsupported):
+        native_walk(HDFParser(), normalize_url(path))
+    vds = vcube.open_virtual_dataset(str(path), loadable_variables=[])
+    store = vcube.ManifestStore.from_virtual_dataset(vds)
+    back = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+    np.testing.assert_array_equal(back["wide"].values, expected)
 
 
 def test_corrupt_metadata_is_left_to_h5py(tmp_path: Path) -> None:

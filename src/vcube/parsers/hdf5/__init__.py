@@ -1,17 +1,13 @@
-"""`HDFParser`: NetCDF4 and plain HDF5 files as virtual Zarr arrays, with h5py for the metadata.
+"""`HDFParser`: NetCDF4 and plain HDF5 files as virtual Zarr arrays.
 
-Chunk locations come from HDF5's own chunk index (`chunk_iter`); filter pipelines become Zarr v3
-codecs; compact datasets and variable-length strings, whose bytes are not a plain byte range of the
-file, are read at parse time into inline chunks.
-
-The walk goes through h5py's low-level API (object ids, property lists, attribute ids): its
-high-level objects rebuild a dataspace, a type or a property list on every property access, which
-made the walk cost three times as much as enumerating the chunks. Each dataset's creation property
-list is read once; attributes are read as h5py reads them, with in-memory types built once.
-
-Modules, in the order a parse uses them: `parser` (`HDFParser`, opening the file), `walker` (groups
-and datasets), `attributes`, `dimensions` (dimension scales, DIMENSION_LIST, phony dimensions),
-`layout` (data type, fill value, filters as codecs) and `chunks` (chunk manifests).
+Two walks make the same variables. The native one (`native`, over `binary`, `objects`,
+`messages`, `dense` and `chunk_index`) decodes the HDF5 format itself, in Python and numpy, and
+reads most files several times faster than h5py can list their chunks. What it does not decode it
+hands to the h5py one (`walker`, over `attributes`, `dimensions`, `layout` and `chunks`), which
+goes through h5py's low-level API and takes chunk locations from `chunk_index` where it can, else
+from HDF5's `chunk_iter`. Filter pipelines become Zarr v3 codecs; compact datasets and
+variable-length strings, whose bytes are not a plain byte range of the file, are read at parse
+time into inline chunks.
 """
 
 from vcube.parsers.hdf5.parser import HDFParser

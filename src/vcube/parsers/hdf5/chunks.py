@@ -29,8 +29,11 @@ __all__ = ["chunked_manifest", "index_manifest", "reencode", "single_chunk_manif
 def chunked_manifest(
     v: Layout, chunks: tuple[int, ...]
 ) -> tuple[ChunkManifest, list[tuple[int, ...]]]:
-    """The manifest from HDF5's chunk index (`chunk_iter`), and the chunks stored with some
-    filters skipped."""
+    """The manifest from the dataset's chunk index, and the chunks stored with some filters
+    skipped. The index is read by vcube where it can: HDF5 2.0's `chunk_iter` misplaces chunks of
+    an extensible array whose unlimited axis is not the first."""
+    if math.prod(v.stored) and (own := v.chunk_index()) is not None:
+        return index_manifest(v.url, v.shape, v.stored, chunks, own)
     infos: list[Any] = []
     if math.prod(v.stored):
         v.dsid.chunk_iter(infos.append)

@@ -24,8 +24,11 @@ from vcube.manifests.metadata import array_metadata
 from vcube.parsers.hdf5.chunks import chunked_manifest, reencode, single_chunk_manifest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from zarr.abc.codec import Codec
 
+    from vcube.parsers.hdf5.chunk_index import ChunkIndex
     from vcube.parsers.hdf5.parser import HDFParser
 
 __all__ = ["Layout", "loaded_array", "pipeline_codecs", "virtual_array"]
@@ -43,6 +46,8 @@ class Layout:
     dims: tuple[str, ...]
     attrs: dict[str, Any]
     url: str
+    chunk_index: Callable[[], ChunkIndex | None] = lambda: None
+    """The chunks as vcube's own reader of chunk indexes lists them, None where it cannot."""
 
     def dataset(self) -> h5py.Dataset:
         """h5py's dataset object, to read values (of variables held inline)."""

@@ -27,7 +27,7 @@ from vcube.manifests.metadata import array_metadata
 from vcube.parsers.hdf5 import messages as msg
 from vcube.parsers.hdf5.attributes import HIDDEN_ATTRS, UNREAD_ATTRS, decode
 from vcube.parsers.hdf5.binary import UNDEFINED, Cursor, Image, NativeUnsupported
-from vcube.parsers.hdf5.chunk_index import read_chunk_index
+from vcube.parsers.hdf5.chunk_index import ChunkIndex, read_chunk_index
 from vcube.parsers.hdf5.chunks import index_manifest
 from vcube.parsers.hdf5.dense import FractalHeap, btree_records
 from vcube.parsers.hdf5.dimensions import NON_COORD_PREFIX, PhonyDims, is_pure_dimension
@@ -43,7 +43,7 @@ from vcube.parsers.hdf5.objects import (
 if TYPE_CHECKING:
     from vcube.parsers.hdf5.parser import HDFParser
 
-__all__ = ["native_group"]
+__all__ = ["dataset_chunk_index", "native_group", "superblock_image"]
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096)
@@ -69,6 +69,27 @@ def native_group(parser: HDFParser, url: str, image: Image, path: str | None) ->
         raise  # the I/O errors: reading through h5py would fail alike
     except (VcubeError, ValueError, TypeError, IndexError, KeyError, struct.error) as err:
         raise NativeUnsupported(f"{type(err).__name__}: {err}") from err
+
+
+def dataset_chunk_index(image: Image, address: int, stored: tuple[int, ...]) -> ChunkIndex:
+    """The chunks of the chunked dataset whose object header is at `address` and whose extent
+    is `stored` (for the h5py walker, which otherwise relies on HDF5's `chunk_iter`); `image`
+    must have read the superblock (`superblock_image`)."""
+    header = read_object_header(image, address)
+    layout = msg.layout(_message(header, msg.LAYOUT).body, image)
+    if layout.kind != "chunked":
+        raise NativeUnsupported("not a chunked dataset")
+    _, maxshape = msg.cached_dataspace(_message(header, msg.DATASPACE).body, image)
+    return read_chunk_index(image, layout, stored, maxshape)
+
+
+def superblock_image(image: Image) -> Image | None:
+    """`image` with its base address and integer sizes read from the superblock, or None."""
+    try:
+        read_superblock(image, _superblock_offset(image))
+    except (NativeUnsupported, ValueError, IndexError, struct.error):
+        return None
+    return image
 
 
 def _superblock_offset(image: Image) -> int:

@@ -13,7 +13,7 @@ import hdf5plugin  # noqa: F401  (registers the blosc, zstd, lz4, bzip2 filters 
 from vcube.errors import SourceNotFoundError, UnsupportedFormatError, VcubeError
 from vcube.manifests import ManifestGroup, ManifestStore
 from vcube.parsers.hdf5.binary import Image, NativeUnsupported, local_image
-from vcube.parsers.hdf5.native import native_group
+from vcube.parsers.hdf5.native import native_group, superblock_image
 from vcube.parsers.hdf5.walker import Walker
 from vcube.readers import ObjectReader, ReadOptions, ReadStats
 from vcube.registry import ObjectStoreRegistry, local_path, normalize_url
@@ -64,8 +64,9 @@ class HDFParser:
             reader = _remote_reader(store, path, url, self.read_options, stats)
         group = self._native(url, local, reader)
         if group is None:
-            with _open_hdf5(url, local, reader) as file:
-                group = Walker(self, url, file).group(self._root(file, url).id)
+            with _image(local, reader) as image, _open_hdf5(url, local, reader) as file:
+                walker = Walker(self, url, file, superblock_image(image) if image else None)
+                group = walker.group(self._root(file, url).id)
         self.stats.merge(stats)
         # The reader's cached blocks serve the coordinates loaded next, without new requests.
         return ManifestStore(group, registry=registry, read_stats=stats, prefetched=reader)
@@ -102,6 +103,22 @@ class HDFParser:
         if isinstance(self.load_unsupported, bool):
             return self.load_unsupported
         return name in self.load_unsupported
+
+
+@contextlib.contextmanager
+def _image(local: str | None, reader: ObjectReader | None) -> Iterator[Image | None]:
+    """The file's bytes for vcube's own readers, None where the file cannot be opened (h5py
+    then says why)."""
+    if reader is not None:
+        yield Image(reader.read_range, reader.size)
+        return
+    assert local is not None
+    with contextlib.ExitStack() as stack:
+        try:
+            image: Image | None = stack.enter_context(local_image(local))
+        except OSError:
+            image = None
+        yield image
 
 
 def _remote_reader(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from vcube.parsers.hdf5.attributes import (
     decode,
     read_attribute,
 )
+from vcube.parsers.hdf5.binary import NativeUnsupported
 from vcube.parsers.hdf5.dimensions import (
     NON_COORD_PREFIX,
     PhonyDims,
@@ -31,9 +34,12 @@ from vcube.parsers.hdf5.dimensions import (
     read_dimension_list,
 )
 from vcube.parsers.hdf5.layout import Layout, loaded_array, virtual_array
+from vcube.parsers.hdf5.native import dataset_chunk_index
 from vcube.registry import local_path, normalize_url
 
 if TYPE_CHECKING:
+    from vcube.parsers.hdf5.binary import Image
+    from vcube.parsers.hdf5.chunk_index import ChunkIndex
     from vcube.parsers.hdf5.parser import HDFParser
 
 __all__ = ["Walker"]
@@ -59,9 +65,12 @@ class Walker:
     datasets attached to its scale, then mostly comes from extents already read (see `Scales`).
     """
 
-    def __init__(self, parser: HDFParser, url: str, file: h5py.File) -> None:
+    def __init__(
+        self, parser: HDFParser, url: str, file: h5py.File, image: Image | None = None
+    ) -> None:
         self.parser = parser
         self.url = url
+        self.image = image  # the file's bytes, for vcube's reader of chunk indexes
         self.fileno = file.id.fileno
         self.scales = Scales()
         self.phony_count = [0]
@@ -121,7 +130,18 @@ class Walker:
         shape = tuple(max(n, length) for n, length in zip(found.stored, lengths, strict=True))
         attrs = {k: v for k, v in found.attrs.items() if k not in HIDDEN_ATTRS}
         url = self.source_url(found.dsid, found.name)
-        return Layout(found.dsid, found.dcpl, found.stored, found.name, shape, dims, attrs, url)
+        layout = Layout(found.dsid, found.dcpl, found.stored, found.name, shape, dims, attrs, url)
+        return dataclasses.replace(layout, chunk_index=lambda: self.chunk_index(found))
+
+    def chunk_index(self, found: _Dataset) -> ChunkIndex | None:
+        """A chunked dataset's chunks as vcube's reader lists them, None where it cannot."""
+        if self.image is None or found.dsid.fileno != self.fileno:
+            return None
+        try:
+            address = h5o.get_info(found.dsid).addr
+            return dataset_chunk_index(self.image, address, found.stored)
+        except (NativeUnsupported, ValueError, IndexError, KeyError, TypeError, struct.error):
+            return None
 
     def attributes(self, oid: h5o.ObjectID, names: dict[str, bytes]) -> dict[str, Any]:
         """The attributes of a group or dataset, but the bookkeeping ones vcube does not need."""
