@@ -217,17 +217,46 @@ def test_fixed_length_strings_as_h5py_converts_them(
     with h5py.File(path, "w") as f:
         attr = h5py.h5a.create(f.id, b"title", kind, h5py.h5s.create(h5py.h5s.SCALAR))
         attr.write(np.array(value, dtype=size), mtype=kind)
-        compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        compact.set_layout(h5py.h5d.COMPACT)
-        compact.set_fill_value(np.array([value], dtype=size))
-        data = h5py.h5d.create(f.id, b"s", kind, h5py.h5s.create_simple((2,)), dcpl=compact)
-        data.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array([value, value], dtype=size), mtype=kind)
+        if padding != h5py.h5t.STR_SPACEPAD:  # (space-padded variables are loaded: below)
+            compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            compact.set_layout(h5py.h5d.COMPACT)
+            compact.set_fill_value(np.array([value], dtype=size))
+            space = h5py.h5s.create_simple((2,))
+            data = h5py.h5d.create(f.id, b"s", kind, space, dcpl=compact)
+            strings = np.array([value, value], dtype=size)
+            data.write(h5py.h5s.ALL, h5py.h5s.ALL, strings, mtype=kind)
     with h5py.File(path) as f:
         assert f.attrs["title"] == read  # what h5py makes of it
     parser, url = HDFParser(), normalize_url(path)
     native = native_walk(parser, url)
     assert native.attributes["title"] == read.decode("utf-8", "replace")
     assert_same_tree(native, h5py_walk(parser, url))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "chunked", "compact"])
+def test_space_padded_string_variables_read_as_h5py_reads_them(layout: str, tmp_path: Path) -> None:
+    path = tmp_path / "fortran.h5"
+    kind = string_type(6, h5py.h5t.STR_SPACEPAD)
+    values = np.array([b"abc   ", b"de    ", b"fghij "], dtype="S6")
+    with h5py.File(path, "w") as f:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        if layout == "chunked":
+            dcpl.set_chunk((2,))
+        elif layout == "compact":
+            dcpl.set_layout(h5py.h5d.COMPACT)
+        data = h5py.h5d.create(f.id, b"names", kind, h5py.h5s.create_simple((3,)), dcpl=dcpl)
+        data.write(h5py.h5s.ALL, h5py.h5s.ALL, values, mtype=kind)
+    with h5py.File(path) as f:
+        expected = f["names"][()]
+    assert expected.tolist() == [b"abc", b"de", b"fghij"]
+    with pytest.raises(NativeUnsupported, match="padding"):
+        native_walk(HDFParser(), normalize_url(path))
+    vds = vcube.open_virtual_dataset(str(path))
+    store = vcube.ManifestStore.from_virtual_dataset(vds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr: fixed-length bytes have no Zarr v3 spec yet
+        back = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+    assert back["names"].values.tolist() == expected.tolist()
 
 
 def test_empty_attributes_of_every_kind(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5p
+from h5py import h5d, h5p, h5t
 
 from vcube.codecs import HDF5Filter, hdf5_filters_to_codecs
 from vcube.errors import NotVirtualizableError, UnsupportedFeatureError
@@ -57,7 +57,9 @@ class Layout:
 def virtual_array(v: Layout, parser: HDFParser) -> ManifestArray:
     dcpl, name, url = v.dcpl, v.name, v.url
     dtype = _check_dtype(v.dsid.dtype, name, url)
-    if dtype.kind == "O":
+    if dtype.kind == "O" or _space_padded(v.dsid):
+        # Variable-length strings are not a byte range; space-padded ones read back padded
+        # through Zarr, where h5py and netCDF4 strip the spaces: both are loaded.
         return loaded_array(v, parser, None)
     layout = dcpl.get_layout()
     if dcpl.get_external_count():
@@ -116,6 +118,11 @@ def loaded_array(v: Layout, parser: HDFParser, reason: Exception | None) -> Mani
         dimension_names=v.dims,
         attributes=encode_attributes(v.attrs, values.dtype),
     )
+
+
+def _space_padded(dsid: h5d.DatasetID) -> bool:
+    kind = dsid.get_type()
+    return isinstance(kind, h5t.TypeStringID) and kind.get_strpad() == h5t.STR_SPACEPAD
 
 
 def _check_dtype(dtype: np.dtype[Any], name: str, url: str) -> np.dtype[Any]:

@@ -292,8 +292,8 @@ class _Walk:
         header = found.header
         kind = _message(header, msg.DATATYPE)
         dtype = msg.cached_datatype(kind.body, self.image)
-        if dtype.kind not in ("number", "S"):
-            raise NativeUnsupported(f"a variable of kind {dtype.kind}")
+        if dtype.kind not in ("number", "S") or dtype.padding == msg.SPACEPAD:
+            raise NativeUnsupported(f"a variable of kind {dtype.kind}, padding {dtype.padding}")
         if header.find(msg.EXTERNAL_FILES) is not None:
             raise NativeUnsupported("external storage")
         layout = msg.layout(_message(header, msg.LAYOUT).body, self.image)
