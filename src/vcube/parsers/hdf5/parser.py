@@ -62,30 +62,23 @@ class HDFParser:
         reader = None
         if local is None:
             reader = _remote_reader(store, path, url, self.read_options, stats)
-        group = self._native(url, local, reader)
-        if group is None:
-            with _image(local, reader) as image, _open_hdf5(url, local, reader) as file:
-                walker = Walker(self, url, file, superblock_image(image) if image else None)
-                group = walker.group(self._root(file, url).id)
+        with _image(local, reader) as image:
+            group = self._native(url, image) if image is not None else None
+            if group is None:
+                with _open_hdf5(url, local, reader) as file:
+                    walker = Walker(self, url, file, superblock_image(image) if image else None)
+                    group = walker.group(self._root(file, url).id)
         self.stats.merge(stats)
         # The reader's cached blocks serve the coordinates loaded next, without new requests.
         return ManifestStore(group, registry=registry, read_stats=stats, prefetched=reader)
 
-    def _native(
-        self, url: str, local: str | None, reader: ObjectReader | None
-    ) -> ManifestGroup | None:
+    def _native(self, url: str, image: Image) -> ManifestGroup | None:
         """The file walked by the native reader, or None where only h5py reads it."""
-        if reader is not None:
-            image = Image(reader.read_range, reader.size)
-            try:
-                return native_group(self, url, image, self.group)
-            except NativeUnsupported:
-                return None
-        assert local is not None
         try:
-            with local_image(local) as image:
-                return native_group(self, url, image, self.group)
-        except (NativeUnsupported, OSError):  # a missing file...: h5py says what is wrong
+            return native_group(self, url, image, self.group)
+        except VcubeError:
+            raise  # the reader's I/O errors: transient ones must stay retryable
+        except (NativeUnsupported, OSError):  # a local read that fails: h5py says what is wrong
             return None
 
     def _root(self, file: h5py.File, url: str) -> h5py.Group:
