@@ -9,7 +9,7 @@ import base64
 import json
 import re
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import kerchunk.df
 import kerchunk.fits
@@ -336,11 +336,27 @@ def test_version0_inline_whole_file_and_dict_metadata(
     assert_same(read_vcube(path, parser), read_fsspec(str(path)))
 
 
+def new_store(tmp_path: Path, *, zarr_format: Literal[2, 3]) -> tuple[Path, zarr.Group]:
+    """An empty local Zarr group, titled after its format, for a test to fill and reference."""
+    store = tmp_path / "store.zarr"
+    group = zarr.open_group(LocalStore(store), mode="w", zarr_format=zarr_format)
+    group.attrs["title"] = f"zarr v{zarr_format}"
+    return store, group
+
+
+def referenced(
+    store: Path, tmp_path: Path, *, zarr_format: Literal[2, 3]
+) -> tuple[Path, xr.Dataset]:
+    """A JSON file of references to every file of `store`, and what xarray reads from the store
+    itself."""
+    path = write_json(store_refs(store), tmp_path / "refs.json")
+    expected = xr.open_zarr(store, zarr_format=zarr_format, consolidated=False, chunks=None, **RAW)
+    return path, expected.load()
+
+
 @pytest.mark.parametrize("separator", [".", "/"])
 def test_zarr_v2_store_files_as_references(separator: str, tmp_path: Path) -> None:
-    store = tmp_path / "store.zarr"
-    group = zarr.open_group(LocalStore(store), mode="w", zarr_format=2)
-    group.attrs["title"] = "zarr v2"
+    store, group = new_store(tmp_path, zarr_format=2)
     values = np.arange(60, dtype=">i4").reshape(6, 10)
     a = group.create_array(
         "a",
@@ -363,16 +379,14 @@ def test_zarr_v2_store_files_as_references(separator: str, tmp_path: Path) -> No
         attributes={"_ARRAY_DIMENSIONS": ["t"]},
     )
     b[:2] = [1.5, 2.5]  # chunks 1 and 2 never written
-    path = write_json(store_refs(store), tmp_path / "refs.json")
-    expected = xr.open_zarr(store, zarr_format=2, consolidated=False, chunks=None, **RAW).load()
-    assert_same(read_vcube(path, KerchunkJSONParser()), expected)
-    assert_same(read_vcube(path, KerchunkJSONParser()), read_fsspec(str(path)))
+    path, expected = referenced(store, tmp_path, zarr_format=2)
+    actual = read_vcube(path, KerchunkJSONParser())
+    assert_same(actual, expected)
+    assert_same(actual, read_fsspec(str(path)))
 
 
 def test_zarr_v3_references(tmp_path: Path) -> None:
-    store = tmp_path / "store.zarr"
-    group = zarr.open_group(LocalStore(store), mode="w", zarr_format=3)
-    group.attrs["title"] = "zarr v3"
+    store, group = new_store(tmp_path, zarr_format=3)
     values = np.arange(24, dtype="i4").reshape(4, 6)
     a = group.create_array(
         "a",
@@ -386,8 +400,7 @@ def test_zarr_v3_references(tmp_path: Path) -> None:
     a[:] = values
     s = group.create_array("s", shape=(), dtype="f8", fill_value=np.nan)
     s[...] = 2.5
-    path = write_json(store_refs(store), tmp_path / "refs.json")
-    expected = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None, **RAW).load()
+    path, expected = referenced(store, tmp_path, zarr_format=3)
     assert_same(read_vcube(path, KerchunkJSONParser()), expected)
 
 

@@ -182,11 +182,12 @@ def test_jpeg_decodes_as_tifffile_does(tmp_path: Path) -> None:
 def test_short_last_strip_at_end_of_file_is_inlined(kwargs: dict[str, Any], tmp_path: Path) -> None:
     data = FLOAT if kwargs.get("predictor") == 3 else GRAY
     path = write(tmp_path, "x", data, rowsperstrip=16, **kwargs)
-    manifest = TIFFParser()(str(path)).group.arrays["0"].manifest
+    store = TIFFParser()(str(path))
+    manifest = store.group.arrays["0"].manifest
     assert manifest.grid_shape == (4, 1)
     assert manifest.path_ids[-1, 0] == INLINE  # 2 of 16 rows, re-encoded to a full chunk
     assert (manifest.path_ids[:-1] == 0).all()
-    actual = read_store(TIFFParser()(str(path)))
+    actual = read_store(store)
     np.testing.assert_array_equal(actual["0"].values, tifffile.imread(path))
 
 

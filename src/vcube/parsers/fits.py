@@ -213,8 +213,7 @@ class _HDU:
 
     @property
     def extname(self) -> str:
-        value = self.cards.get("EXTNAME")
-        return value.strip() if isinstance(value, str) else ""
+        return _extname(self.cards)
 
     @property
     def load_bytes(self) -> int:
@@ -353,8 +352,7 @@ def hdu_names(headers: Sequence[Mapping[str, Any]]) -> list[str]:
     HDU<i>; a shared name gets _<EXTVER> (or _HDU<i>) appended."""
     bases = []
     for index, header in enumerate(headers):
-        extname = header.get("EXTNAME")
-        extname = extname.strip() if isinstance(extname, str) else ""
+        extname = _extname(header)
         bases.append((extname or ("PRIMARY" if index == 0 else f"HDU{index}")).replace("/", "_"))
     repeated = Counter(bases)
     names = []
@@ -369,6 +367,11 @@ def hdu_names(headers: Sequence[Mapping[str, Any]]) -> list[str]:
     # Still shared (equal EXTVERs): the HDU index decides.
     repeated = Counter(names)
     return [n if repeated[n] == 1 else f"{n}_HDU{i}" for i, n in enumerate(names)]
+
+
+def _extname(header: Mapping[str, Any]) -> str:
+    value = header.get("EXTNAME")
+    return value.strip() if isinstance(value, str) else ""
 
 
 def image_dims(name: str, ndim: int) -> tuple[str, ...]:

@@ -310,11 +310,12 @@ def _geometry(
         rows, cols = page.tilelength, page.tilewidth
     else:
         rows, cols = min(page.rowsperstrip, height), width
+    axes = page_axes(page)
     if samples == 1:
-        return (height, width), (rows, cols), page_axes(page)
+        return (height, width), (rows, cols), axes
     if page.planarconfig == 1:
-        return (height, width, samples), (rows, cols, samples), page_axes(page)
-    return (samples, height, width), (1, rows, cols), page_axes(page)
+        return (height, width, samples), (rows, cols, samples), axes
+    return (samples, height, width), (1, rows, cols), axes
 
 
 def page_axes(page: tifffile.TiffPage) -> tuple[str, ...]:
