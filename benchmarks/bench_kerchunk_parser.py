@@ -32,26 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from common import (
-    fmt,
-    markdown_table,
-    measure,
-    ratio,
-    run_worker,
-    version,
-    versions,
-    write_report,
-)
+from common import case_table, markdown_table, measure, ratio, run_case_worker, write_cases_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -207,14 +197,9 @@ def worker(library: str, kind: str, path: Path) -> dict[str, Any]:
 def run_case(case: str, inputs: dict[tuple[str, int], Path], timeout: float) -> Result:
     library, fmt_, size = case.split("-")
     nrefs = SIZES[size]
-    if version(library) is None:
-        return Result(case, nrefs, error=f"{library}: not importable")
     command = [sys.executable, __file__, "--worker", f"{library}-{fmt_}"]
     command += ["--path", str(inputs[fmt_, nrefs])]
-    found = run_worker(command, timeout=timeout)
-    if isinstance(found, str):
-        return Result(case, nrefs, error=found)
-    return Result(case, nrefs, **found)
+    return run_case_worker(partial(Result, case, nrefs), library, command, timeout)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -222,21 +207,9 @@ def run_case(case: str, inputs: dict[tuple[str, int], Path], timeout: float) -> 
 
 def table(results: Sequence[Result]) -> str:
     header = ["case", "refs", "open s", "refs/s", "peak RSS MB", "parser RSS MB", "refs MB"]
-    rows = []
-    for r in results:
-        cells = [
-            r.case,
-            f"{r.nrefs:,}",
-            fmt(r.seconds, ".2f"),
-            fmt(r.refs_per_s, ",.0f"),
-            fmt(r.peak_rss_mb, ",.0f"),
-            fmt(r.parser_rss_mb, ",.0f"),
-            fmt(r.refs_mb, ",.1f"),
-        ]
-        if r.error:
-            cells[2] = r.error
-        rows.append(cells)
-    return markdown_table(header, rows)
+    columns = [("seconds", ".2f"), ("refs_per_s", ",.0f"), ("peak_rss_mb", ",.0f")]
+    columns += [("parser_rss_mb", ",.0f"), ("refs_mb", ",.1f")]
+    return case_table(header, results, columns)
 
 
 def ratios(results: Sequence[Result]) -> str:
@@ -301,14 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(ratios(results))
     libraries = ("numpy", "pyarrow", "pandas", "xarray", "zarr", "fsspec", "kerchunk")
-    report = {
-        "settings": {"quick": args.quick, "cases": cases, "record_size": RECORD_SIZE},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions((*libraries, *LIBRARIES), missing="not importable"),
-        "results": [{**asdict(r), "refs_per_s": r.refs_per_s} for r in results],
-    }
-    path = write_report("bench_kerchunk_parser", report)
-    print(f"\nwritten to {path}", file=sys.stderr)
+    settings = {"quick": args.quick, "cases": cases, "record_size": RECORD_SIZE}
+    write_cases_report("bench_kerchunk_parser", settings, (*libraries, *LIBRARIES), results)
     return 0
 
 

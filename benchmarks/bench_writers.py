@@ -22,25 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from common import (
-    disk_bytes,
-    fmt,
-    markdown_table,
-    measure,
-    run_worker,
-    version,
-    versions,
-    write_report,
-)
+from common import case_table, disk_bytes, measure, run_case_worker, write_cases_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -190,15 +180,10 @@ def worker(case: str, nfiles: int, ntime: int, out: Path) -> dict[str, Any]:
 def run_case(case: str, nfiles: int, ntime: int, timeout: float) -> Result:
     nrefs = NVARS * nfiles * ntime * int(np.prod(GRID_YX))
     library = case.rsplit("-", 1)[0]
-    if version(library) is None:
-        return Result(case, nrefs, error=f"{library}: not importable")
     with tempfile.TemporaryDirectory(prefix="bench_writers-") as tmp:
         command = [sys.executable, __file__, "--worker", case, "--nfiles", str(nfiles)]
         command += ["--ntime", str(ntime), "--out", tmp]
-        found = run_worker(command, timeout=timeout)
-    if isinstance(found, str):
-        return Result(case, nrefs, error=found)
-    return Result(case, nrefs, **found)
+        return run_case_worker(partial(Result, case, nrefs), library, command, timeout)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -206,21 +191,9 @@ def run_case(case: str, nfiles: int, ntime: int, timeout: float) -> Result:
 
 def table(results: Sequence[Result]) -> str:
     header = ["case", "refs", "write s", "refs/s", "peak RSS MB", "writer RSS MB", "output MB"]
-    rows = []
-    for r in results:
-        cells = [
-            r.case,
-            f"{r.nrefs:,}",
-            fmt(r.seconds, ".2f"),
-            fmt(r.refs_per_s, ",.0f"),
-            fmt(r.peak_rss_mb, ",.0f"),
-            fmt(r.writer_rss_mb, ",.0f"),
-            fmt(r.output_mb, ",.1f"),
-        ]
-        if r.error:
-            cells[2] = r.error
-        rows.append(cells)
-    return markdown_table(header, rows)
+    columns = [("seconds", ".2f"), ("refs_per_s", ",.0f"), ("peak_rss_mb", ",.0f")]
+    columns += [("writer_rss_mb", ",.0f"), ("output_mb", ",.1f")]
+    return case_table(header, results, columns)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,14 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(result)
     print(table(results))
     libraries = ("numpy", "pyarrow", "pandas", "xarray", "zarr", "fsspec", "kerchunk")
-    report = {
-        "settings": {"quick": args.quick, "nvars": NVARS, "nfiles": NFILES, "ntime": ntime},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions((*libraries, "virtualizarr", "vcube"), missing="not importable"),
-        "results": [{**asdict(r), "refs_per_s": r.refs_per_s} for r in results],
-    }
-    path = write_report("bench_writers", report)
-    print(f"\nwritten to {path}", file=sys.stderr)
+    settings = {"quick": args.quick, "nvars": NVARS, "nfiles": NFILES, "ntime": ntime}
+    write_cases_report("bench_writers", settings, (*libraries, "virtualizarr", "vcube"), results)
     return 0
 
 

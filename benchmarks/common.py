@@ -7,10 +7,12 @@ Standard library only, so that any interpreter can import it (a script runs it a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -81,6 +83,21 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def case_table(
+    header: Sequence[str], results: Iterable[Any], columns: Sequence[tuple[str, str]]
+) -> str:
+    """A markdown table with a row per case result (`case`, `nrefs`, `error` attributes): the
+    case, its references, then each `(attribute, format spec)` of `columns`; a failed case shows
+    its error in place of the first of these."""
+    rows = []
+    for r in results:
+        cells = [r.case, f"{r.nrefs:,}", *(fmt(getattr(r, name), spec) for name, spec in columns)]
+        if r.error:
+            cells[2] = r.error
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
 def disk_bytes(path: Path) -> int:
     """Size of a file, or of all files under a directory."""
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
@@ -137,6 +154,17 @@ def run_worker(
     return result
 
 
+def run_case_worker[R](
+    make: Callable[..., R], library: str, command: Sequence[str], timeout: float | None
+) -> R:
+    """One case in a worker subprocess: `make(**result)`, or `make(error=...)` when `library`
+    is not installed (the worker is not started) or the worker fails."""
+    if version(library) is None:
+        return make(error=f"{library}: not importable")
+    found = run_worker(command, timeout=timeout)
+    return make(error=found) if isinstance(found, str) else make(**found)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -152,3 +180,19 @@ def write_report(name: str, payload: Mapping[str, Any], stamp: str | None = None
     path = OUT_DIR / f"{name}-{stamp or utc_stamp()}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def write_cases_report(
+    name: str, settings: Mapping[str, Any], libraries: Iterable[str], results: Iterable[Any]
+) -> None:
+    """Write the report of a script whose results are dataclasses with a `refs_per_s`
+    property: settings, machine, versions (a library not installed shows "not importable")
+    and results; say where on stderr."""
+    report = {
+        "settings": settings,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": versions(libraries, missing="not importable"),
+        "results": [{**dataclasses.asdict(r), "refs_per_s": r.refs_per_s} for r in results],
+    }
+    path = write_report(name, report)
+    print(f"\nwritten to {path}", file=sys.stderr)
