@@ -24,7 +24,7 @@ import xarray as xr
 from vcube.api import open_virtual_mfdataset
 from vcube.errors import IncompatibleArraysError, NothingVirtualizedError, VcubeError
 from vcube.parallel import get_executor
-from vcube.progress import NullCallback, TqdmCallback
+from vcube.progress import TqdmCallback, make_callback
 from vcube.registry import expand_urls, local_path, normalize_url
 from vcube.stores import ObjectStoreOptions, open_repository, registry_for
 from vcube.writers.icechunk import to_icechunk
@@ -354,11 +354,7 @@ def _local_lock(location: str) -> Iterator[None]:
 
 
 def _progress(progress: bool | Callback) -> Callback:
-    if progress is True:
-        return TqdmCallback(description="ingesting")
-    if progress is False:
-        return NullCallback()
-    return progress
+    return TqdmCallback(description="ingesting") if progress is True else make_callback(progress)
 
 
 @dataclass(frozen=True, slots=True)

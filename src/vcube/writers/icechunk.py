@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import numpy as np
 import zarr.api.asynchronous
@@ -40,6 +40,7 @@ from vcube.manifests.group import ManifestGroup
 from vcube.manifests.manifest import INLINE, MISSING
 from vcube.manifests.store import ManifestStore
 from vcube.registry import normalize_url
+from vcube.stores import container_prefix
 from vcube.writers.icechunk_steps import (
     LAYOUT_KEYS,
     ZARR_JSON,
@@ -236,7 +237,7 @@ def _check_containers(arrays: Iterable[ManifestArray], containers: Mapping[str, 
         return
     url = next(iter(unmatched))
     more = f" (and {len(unmatched) - 1} more URLs)" if len(unmatched) > 1 else ""
-    suggested = _container_prefix(url)
+    suggested = container_prefix(url)
     raise StoreNotFoundError(
         f"no virtual chunk container of the repository matches {url!r}{more}; configured "
         f"prefixes: {', '.join(map(repr, prefixes)) or 'none'}. Add a container for "
@@ -246,14 +247,6 @@ def _check_containers(arrays: Iterable[ManifestArray], containers: Mapping[str, 
         f"(authorize_virtual_chunk_access={{{suggested!r}: credentials}}). "
         f"Nothing was written."
     )
-
-
-def _container_prefix(url: str) -> str:
-    """The prefix to configure for `url`: its bucket (or host), or for a file its directory."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return f"file://{parts.path.rsplit('/', 1)[0]}/"
-    return f"{parts.scheme}://{parts.netloc}/"
 
 
 def _urls(manifest: ChunkManifest) -> tuple[str, ...]:
