@@ -5,7 +5,7 @@ exactly what netCDF4 reads from the files."""
 from __future__ import annotations
 
 import multiprocessing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import icechunk as ic
 import netCDF4
@@ -33,8 +33,8 @@ def expected(paths: list[Path]) -> xr.Dataset:
     )
 
 
-def read_repo(location: str) -> xr.Dataset:
-    repo = open_repository(location, ObjectStoreOptions())
+def read_repo(location: str, options: ObjectStoreOptions | None = None) -> xr.Dataset:
+    repo = open_repository(location, options or ObjectStoreOptions())
     store = repo.readonly_session("main").store
     ds: xr.Dataset = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None)
     return ds.load()
@@ -154,42 +154,38 @@ def test_plan_scales_a_sample(tmp_path: Path) -> None:
     assert estimate.batch_size == 9
 
 
-@pytest.mark.s3
-def test_inputs_on_s3(
-    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: Any
-) -> None:
+@pytest.fixture
+def s3_options(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> ObjectStoreOptions:
+    """The test server's options, and the credentials Icechunk's `from_env` reads."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return ObjectStoreOptions(endpoint=s3_server.endpoint, region="us-east-1")
+
+
+@pytest.mark.s3
+def test_inputs_on_s3(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3_options: ObjectStoreOptions
+) -> None:
     paths = write_sample_archive(tmp_path, 4)
     for p in paths:
         s3_server.upload(p, s3_bucket, f"archive/{p.name}")
-    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region="us-east-1")
     repo = str(tmp_path / "repo")
-    report = ingest(f"s3://{s3_bucket}/archive/*.nc", repo, append_dim="time", options=options)
+    report = ingest(f"s3://{s3_bucket}/archive/*.nc", repo, append_dim="time", options=s3_options)
     assert report.ingested == 4
-    repository = open_repository(repo, options)
-    store = repository.readonly_session("main").store
-    actual = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
+    actual = read_repo(repo, s3_options)
     xr.testing.assert_identical(actual, expected(paths))
     with netCDF4.Dataset(paths[0]) as nc:
         np.testing.assert_array_equal(actual["air"].values[0], nc["air"][0].data)
 
 
 @pytest.mark.s3
-def test_repository_on_s3(
-    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: Any
-) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def test_repository_on_s3(tmp_path: Path, s3_bucket: str, s3_options: ObjectStoreOptions) -> None:
     paths = write_sample_archive(tmp_path, 4)
-    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region="us-east-1")
     repo = f"s3://{s3_bucket}/cubes/air"
-    assert ingest(paths[:2], repo, append_dim="time", options=options).ingested == 2
-    report = ingest(paths, repo, append_dim="time", options=options, batch_size=1)
+    assert ingest(paths[:2], repo, append_dim="time", options=s3_options).ingested == 2
+    report = ingest(paths, repo, append_dim="time", options=s3_options, batch_size=1)
     assert (report.skipped, report.ingested, len(report.commits)) == (2, 2, 2)
-    store = open_repository(repo, options).readonly_session("main").store
-    actual = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=None).load()
-    xr.testing.assert_identical(actual, expected(paths))
+    xr.testing.assert_identical(read_repo(repo, s3_options), expected(paths))
 
 
 def test_ingest_after_virtualize_counts_only_what_the_last_replace_holds(tmp_path: Path) -> None:

@@ -76,26 +76,22 @@ def write_day(path: Path, day: int) -> None:
 
 
 def write_netcdf3(path: Path, day: int, *, cdf5: bool) -> None:
-    """A NetCDF3 day: scipy writes CDF-1, netCDF4 writes CDF-5."""
+    """A NetCDF3 day: scipy writes CDF-1, netCDF4 writes CDF-5 (with a 64-bit variable)."""
     temp = np.random.default_rng(day).standard_normal((3, 5)).astype("f4")
-    if cdf5:
-        with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_DATA") as d:
-            d.createDimension("time", None)
-            d.createDimension("x", 5)
-            time = d.createVariable("time", "f8", ("time",))
-            time.units = "days since 2000-01-01"
-            time[:] = np.arange(3) + 3 * day
-            d.createVariable("temp", "f4", ("time", "x"))[:] = temp
-            d.createVariable("big", "u8", ("x",))[:] = np.arange(5, dtype="u8") * 2**40
-        return
-    with netcdf_file(path, "w") as f:
-        f.createDimension("time", None)
-        f.createDimension("x", 5)
-        time = f.createVariable("time", "f8", ("time",))
+    opened: Any = (
+        netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_DATA") if cdf5 else netcdf_file(path, "w")
+    )
+    with opened as d:
+        d.createDimension("time", None)
+        d.createDimension("x", 5)
+        time = d.createVariable("time", "f8", ("time",))
         time.units = "days since 2000-01-01"
         time[:] = np.arange(3) + 3 * day
-        f.createVariable("temp", "f4", ("time", "x"))[:] = temp
-        f.createVariable("name", "S1", ("x",))[:] = np.array(list(b"abcde"), dtype="S1")
+        d.createVariable("temp", "f4", ("time", "x"))[:] = temp
+        if cdf5:
+            d.createVariable("big", "u8", ("x",))[:] = np.arange(5, dtype="u8") * 2**40
+        else:
+            d.createVariable("name", "S1", ("x",))[:] = np.array(list(b"abcde"), dtype="S1")
 
 
 @pytest.fixture
@@ -314,13 +310,21 @@ def test_samples_include_first_and_last(archive: list[Path], tmp_path: Path) -> 
 # -- S3 -----------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def s3_options(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> ObjectStoreOptions:
+    """The test server's options, and the credentials a store made from them reads."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return ObjectStoreOptions(endpoint=s3_server.endpoint, region=REGION)
+
+
 @pytest.mark.s3
 def test_chunks_on_s3(
     archive: list[Path],
     tmp_path: Path,
     s3_server: S3Server,
     s3_bucket: str,
-    monkeypatch: pytest.MonkeyPatch,
+    s3_options: ObjectStoreOptions,
 ) -> None:
     sources = [s3_server.upload(p, s3_bucket, f"data/{p.name}") for p in archive]
     registry = ObjectStoreRegistry({f"s3://{s3_bucket}": s3_server.store(s3_bucket)})
@@ -336,10 +340,7 @@ def test_chunks_on_s3(
     assert subset.ok
     assert {c[0] for c in checks(subset)["air"].chunks} == {0, 1}
     # Without a registry, the bucket's store is made from the options (as the CLI does).
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region=REGION)
-    assert verify(tmp_path / "refs.json", options=options, samples=2).ok
+    assert verify(tmp_path / "refs.json", options=s3_options, samples=2).ok
 
     wrong = swap_chunks(vds, "air", (4, 0, 1), (5, 0, 1))
     wrong.vcube.to_kerchunk(str(tmp_path / "wrong.json"), format="json")
@@ -354,20 +355,17 @@ def test_icechunk_with_chunks_on_s3(
     tmp_path: Path,
     s3_server: S3Server,
     s3_bucket: str,
-    monkeypatch: pytest.MonkeyPatch,
+    s3_options: ObjectStoreOptions,
 ) -> None:
     """The repository's S3 container is authorized as `vcube ingest` authorizes it: with
     credentials from the environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     sources = [s3_server.upload(p, s3_bucket, f"data/{p.name}") for p in archive]
-    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region=REGION)
-    repo = open_repository(str(tmp_path / "repo"), options, sources=sources)
+    repo = open_repository(str(tmp_path / "repo"), s3_options, sources=sources)
     session = repo.writable_session("main")
     registry = ObjectStoreRegistry({f"s3://{s3_bucket}": s3_server.store(s3_bucket)})
     vcube.open_virtual_mfdataset(sources, registry=registry).vcube.to_icechunk(session.store)
     session.commit("ingest", metadata={SOURCES_KEY: sources})
-    report = verify(tmp_path / "repo", options=options, samples=3)
+    report = verify(tmp_path / "repo", options=s3_options, samples=3)
     assert report.ok, report.format()
     assert list(report.sources) == sources
     assert checks(report)["air"].checked == 3
@@ -375,18 +373,12 @@ def test_icechunk_with_chunks_on_s3(
 
 @pytest.mark.s3
 def test_icechunk_repository_on_s3(
-    archive: list[Path],
-    s3_server: S3Server,
-    s3_bucket: str,
-    monkeypatch: pytest.MonkeyPatch,
+    archive: list[Path], s3_bucket: str, s3_options: ObjectStoreOptions
 ) -> None:
     """A repository that `ingest` wrote to S3, its sources from the commits' metadata."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    options = ObjectStoreOptions(endpoint=s3_server.endpoint, region=REGION)
     repo = f"s3://{s3_bucket}/cubes/air"
-    ingest([str(p) for p in archive], repo, append_dim="time", options=options, batch_size=4)
-    report = verify(repo, options=options, samples=None)
+    ingest([str(p) for p in archive], repo, append_dim="time", options=s3_options, batch_size=4)
+    report = verify(repo, options=s3_options, samples=None)
     assert report.ok, report.format()
     assert report.kind == "Icechunk"
     assert list(report.sources) == urls(archive)
