@@ -6,6 +6,7 @@ Every verb parses its arguments and calls one function (`virtualize`, `ingest`, 
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -365,3 +366,7 @@ def main() -> None:
             raise
         typer.echo(f"error: icechunk: {str(err).splitlines()[0]}", err=True)
         sys.exit(1)
+    finally:
+        # Icechunk objects left in reference cycles, collected only while the interpreter
+        # shuts down, crash it now and then (a segfault after the output): collect them here.
+        gc.collect()
